@@ -1,0 +1,55 @@
+# Multimodal AI, executable - the two commands a reader needs are `make book` and `make test`.
+# Every target sets itself up: it creates or repairs .venv and installs what it needs.
+
+VENV    := .venv
+BIN     := $(VENV)/bin
+PYTHON  ?= python3
+CHAPTER ?=
+# Notebooks executed by the book's tooling hide progress bars and keep one summary line.
+export MMBOOK_EXECUTE := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: help setup book test lint unit notebooks site lab execute bench clean
+
+help:
+	@echo "make book     build the site from the stored notebook outputs into _build/html"
+	@echo "make test     lint, unit tests, notebook regression (nbval), book build, browser check"
+	@echo "make lab      open JupyterLab on the lessons"
+	@echo "make execute  re-run the lessons and store their outputs (CHAPTER=01 for one)"
+	@echo "make bench    time every lesson in a fresh kernel and write book/runtimes.md"
+
+setup:
+	@PYTHON=$(PYTHON) scripts/setup_env.sh
+
+book: setup
+	@$(BIN)/python scripts/vendor_static.py
+	$(BIN)/jupyter-book build . --warningiserror --keep-going --quiet
+	@echo "The book is built: $(CURDIR)/_build/html/index.html"
+
+lint: setup
+	$(BIN)/ruff check utils tests scripts
+
+unit: setup
+	$(BIN)/pytest tests --ignore=tests/site -q
+
+notebooks: setup
+	$(BIN)/pytest --nbval-lax --nbval-current-env -p no:cacheprovider -q lessons solutions
+
+site: setup
+	@scripts/ensure_debian.sh chromium:chromium chromium-driver:chromedriver
+	$(BIN)/pytest tests/site -q
+
+test: lint unit notebooks book site
+	@echo "make test: all stages passed"
+
+lab: setup
+	$(BIN)/jupyter lab lessons
+
+execute: setup
+	$(BIN)/python scripts/notebooks.py execute $(CHAPTER)
+
+bench: setup
+	$(BIN)/python scripts/notebooks.py bench $(CHAPTER)
+
+clean:
+	rm -rf _build _static/mathjax utils/_solutions

@@ -1,0 +1,1 @@
+"""Self-grading exercises: one module per chapter (`ch01`, ...), built on `core`."""

@@ -1,0 +1,263 @@
+"""Exercises of chapter 1, Foundations. Checks compare with independent references (torch's own
+functions, autograd, hand-worked cases), never with a copy of the solution."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from utils.exercises.core import Case, Exercise, Mistake, chapter_progress
+
+# ---------------------------------------------------------------- 1.1 cosine similarity
+
+
+def _cosine_cases() -> list[Case]:
+    images = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 2.0], [1.0, 1.0, 1.0]])  # [3, 3], lengths differ
+    captions = torch.tensor([[6.0, 8.0, 0.0], [0.0, 1.0, 1.0]])  # [2, 3]
+    generator = torch.Generator().manual_seed(11)
+    wide_a, wide_b = torch.randn(5, 16, generator=generator) * 7, torch.randn(4, 16, generator=generator)
+
+    def reference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.cosine_similarity(a[:, None, :], b[None, :, :], dim=-1)  # [N, M]
+
+    return [
+        Case(inputs=(images, captions), expected=reference(images, captions),
+             label="3 image vectors vs 2 caption vectors of different lengths"),
+        Case(inputs=(wide_a, wide_b), expected=reference(wide_a, wide_b),
+             label="5 vs 4 random 16-dimensional vectors"),
+        Case(inputs=(captions, captions), expected=reference(captions, captions),
+             label="a batch against itself (the diagonal must be 1)"),
+    ]
+
+
+cosine_similarity = Exercise(
+    key="1.1",
+    title="Cosine similarity between two batches of vectors",
+    cases=_cosine_cases,
+    hints=[
+        "Cosine similarity is the dot product of two vectors after each is scaled to length 1.",
+        "Scale every row: a / a.norm(dim=-1, keepdim=True), the same for b.",
+        "With both batches normalised, one matrix product gives every pair: a_unit @ b_unit.T -> [N, M].",
+    ],
+    mistakes=[
+        Mistake("forgot to normalise", "You returned raw dot products; long vectors score high whatever "
+                "their direction. Divide each row by its L2 norm first.", lambda a, b: a @ b.T),
+        Mistake("normalised along the wrong axis", "You divided by the norm of each column (dim=0). Each "
+                "row is one vector: use dim=-1.",
+                lambda a, b: (a / a.norm(dim=0, keepdim=True)) @ (b / b.norm(dim=0, keepdim=True)).T),
+        Mistake("normalised only one side", "Both batches need unit-length rows.",
+                lambda a, b: (a / a.norm(dim=-1, keepdim=True)) @ b.T),
+    ],
+    atol=1e-5,
+)
+
+# ---------------------------------------------------------------- 1.2 Recall@K
+
+
+def _recall_cases() -> list[Case]:
+    # Row q holds the scores of query q against 4 gallery items; true_index[q] is its partner.
+    similarity = torch.tensor([
+        [0.9, 0.1, 0.3, 0.2],   # partner 0 ranks 1st
+        [0.2, 0.4, 0.8, 0.1],   # partner 1 ranks 2nd
+        [0.7, 0.6, 0.5, 0.0],   # partner 2 ranks 3rd
+    ])
+    true_index = torch.tensor([0, 1, 2])
+    generator = torch.Generator().manual_seed(5)
+    big = torch.randn(50, 80, generator=generator)
+    big_true = torch.randint(0, 80, (50,), generator=generator)
+    ranks = (big > big.gather(1, big_true[:, None])).sum(dim=1)  # how many items beat the partner
+    return [
+        Case(inputs=(similarity, true_index, 1), expected=1 / 3, label="3 queries, K=1 (only query 0 hits)"),
+        Case(inputs=(similarity, true_index, 2), expected=2 / 3, label="3 queries, K=2"),
+        Case(inputs=(similarity, true_index, 3), expected=1.0, label="3 queries, K=3"),
+        Case(inputs=(big, big_true, 5), expected=(ranks < 5).float().mean().item(),
+             label="50 random queries over 80 items, K=5"),
+    ]
+
+
+def _recall_ascending(similarity, true_index, k):
+    top = similarity.argsort(dim=1)[:, :k]
+    return (top == true_index[:, None]).any(dim=1).float().mean().item()
+
+
+def _recall_count(similarity, true_index, k):
+    top = similarity.topk(k, dim=1).indices
+    return (top == true_index[:, None]).any(dim=1).sum().item()
+
+
+recall_at_k = Exercise(
+    key="1.2",
+    title="Recall@K for cross-modal retrieval",
+    cases=_recall_cases,
+    hints=[
+        "For each query (a row), find the K gallery items with the highest similarity, and ask whether "
+        "the true partner is among them. Recall@K is the fraction of queries for which it is.",
+        "similarity.topk(k, dim=1).indices gives a [Q, K] tensor of the best items per row.",
+        "Compare with true_index[:, None], take .any(dim=1), then the mean as a float.",
+    ],
+    mistakes=[
+        Mistake("sorted in the wrong direction", "argsort is ascending: its first columns are the LEAST "
+                "similar items. Use topk, or argsort(descending=True).", _recall_ascending),
+        Mistake("returned a count", "Recall@K is a fraction of queries (0 to 1), not the number of hits: "
+                "divide by the number of queries.", _recall_count),
+    ],
+    atol=1e-6,
+)
+
+# ---------------------------------------------------------------- 1.3 taxonomy quiz
+
+FUSION_TYPES = ("late", "middle", "early")
+OBJECTIVES = ("contrastive", "generative", "masked")
+_TAXONOMY = {
+    "CLIP": ("late", "contrastive"),
+    "Flamingo": ("middle", "generative"),
+    "LLaVA": ("early", "generative"),
+    "Chameleon": ("early", "generative"),
+    "VisualBERT": ("early", "masked"),
+}
+_WHY = {
+    "CLIP": "two separate encoders meet only in a final cosine similarity (late), trained to pick the true "
+            "pair in a batch (contrastive)",
+    "Flamingo": "a frozen language model reads vision features through gated cross-attention layers "
+                "inserted between its own layers (middle), and is trained to predict the next text token "
+                "(generative)",
+    "LLaVA": "projected image tokens enter the language model's input sequence beside the text tokens "
+             "(early, in the sense of this chapter), and it is trained on next-token prediction (generative)",
+    "Chameleon": "image and text are both discrete tokens of ONE sequence from the first layer (early), "
+                 "trained by next-token prediction over both (generative)",
+    "VisualBERT": "region features and words enter one BERT-style transformer together (early), trained to "
+                  "fill in masked words (masked) plus sentence-image matching",
+}
+
+
+def _taxonomy_compare(expected: dict, got) -> str | None:
+    if not isinstance(got, dict):
+        return f"expected a dict from model name to (fusion, objective), got {type(got).__name__}"
+    missing = sorted(set(expected) - set(got))
+    if missing:
+        return f"these models are missing from your dict: {missing} (keys must be spelled as in the stub)"
+    wrong = []
+    for model, answer in expected.items():
+        given = got[model]
+        if not isinstance(given, (tuple, list)) or len(given) != 2:
+            return f"{model}: expected a pair (fusion, objective), got {given!r}"
+        fusion, objective = (str(part).strip().lower() for part in given)
+        if fusion not in FUSION_TYPES or objective not in OBJECTIVES:
+            return (f"{model}: {given!r} uses a label outside the choices; fusion is one of {FUSION_TYPES}, "
+                    f"objective one of {OBJECTIVES}")
+        if (fusion, objective) != answer:
+            wrong.append(f"{model}: you said ({fusion}, {objective}); think again about where the modalities "
+                         f"first meet and what the training target is")
+    if wrong:
+        return f"{len(wrong)} of {len(expected)} placements are off:\n  " + "\n  ".join(wrong)
+    return None
+
+
+taxonomy_quiz = Exercise(
+    key="1.3",
+    title="Place five models by fusion type and pretraining objective",
+    cases=lambda: [Case(inputs=(), expected=dict(_TAXONOMY), label="the five models")],
+    hints=[
+        "Fusion type is WHERE the modalities first interact: only in a final score (late), through "
+        "cross-attention inside the network (middle), or as tokens of one input sequence (early).",
+        "The objective is what the loss asks: pick the right partner among many (contrastive), predict "
+        "the next token (generative), or fill in hidden tokens (masked).",
+        "Exactly one model is late and one is masked; two of the early ones are generative. "
+        "Flamingo's cross-attention layers sit between the layers of a frozen language model.",
+    ],
+    compare=_taxonomy_compare,
+)
+taxonomy_quiz.explanations = _WHY  # shown by the solution; kept here for the tests
+
+# ---------------------------------------------------------------- 1.4 one alignment step
+
+
+def _alignment_cases() -> list[Case]:
+    generator = torch.Generator().manual_seed(3)
+    cases = []
+    for n, d_in, d_out, lr, label in ((6, 4, 3, 0.1, "6 pairs, 4 -> 3 dims, lr 0.1"),
+                                      (32, 10, 5, 0.05, "32 pairs, 10 -> 5 dims, lr 0.05")):
+        weights = torch.randn(d_in, d_out, generator=generator)
+        image_features = torch.randn(n, d_in, generator=generator)
+        text_features = torch.randn(n, d_out, generator=generator)
+        leaf = weights.clone().requires_grad_(True)
+        loss = ((image_features @ leaf - text_features) ** 2).sum(dim=1).mean()
+        (gradient,) = torch.autograd.grad(loss, leaf)
+        cases.append(Case(inputs=(weights, image_features, text_features, lr),
+                          expected=weights - lr * gradient, label=label))
+    return cases
+
+
+def _step_with(scale: float, sign: float = 1.0):
+    def step(weights, image_features, text_features, lr):
+        n = image_features.shape[0]
+        gradient = scale / n * image_features.T @ (image_features @ weights - text_features)
+        return weights - sign * lr * gradient
+    return step
+
+
+alignment_step = Exercise(
+    key="1.4",
+    title="One gradient step of a least-squares alignment",
+    cases=_alignment_cases,
+    hints=[
+        "The loss is L(W) = (1/N) sum_i ||x_i W - y_i||^2. Its gradient with respect to W is "
+        "(2/N) X^T (X W - Y), a matrix of the same shape as W.",
+        "residual = X @ W - Y  -> [N, d_out];  gradient = 2 / N * X.T @ residual  -> [d_in, d_out].",
+        "Gradient DESCENT moves against the gradient: W_new = W - lr * gradient. Return a new tensor.",
+    ],
+    mistakes=[
+        Mistake("dropped the factor 2", "d/dW of a square brings down a 2: the gradient is (2/N) X^T(XW - Y).",
+                _step_with(1.0)),
+        Mistake("summed instead of averaging", "The loss averages over the N pairs, so the gradient carries "
+                "1/N.", lambda w, x, y, lr: w - lr * 2 * x.T @ (x @ w - y)),
+        Mistake("stepped uphill", "That is gradient ascent: subtract lr * gradient, do not add it.",
+                _step_with(2.0, sign=-1.0)),
+    ],
+    atol=1e-5,
+)
+
+# ---------------------------------------------------------------- 1.5 the modality gap
+
+
+def _gap_cases() -> list[Case]:
+    generator = torch.Generator().manual_seed(8)
+    image_embeddings = torch.randn(40, 8, generator=generator) + torch.tensor([3.0] + [0.0] * 7)
+    text_embeddings = torch.randn(30, 8, generator=generator) * 5 + torch.tensor([0.0, 3.0] + [0.0] * 6)
+
+    def reference(images: torch.Tensor, texts: torch.Tensor) -> float:
+        image_centre = F.normalize(images, dim=-1).mean(dim=0)
+        text_centre = F.normalize(texts, dim=-1).mean(dim=0)
+        return torch.dist(image_centre, text_centre).item()
+
+    same = torch.randn(20, 8, generator=generator)
+    return [
+        Case(inputs=(image_embeddings, text_embeddings), expected=reference(image_embeddings, text_embeddings),
+             label="40 image and 30 text embeddings in two clusters, text vectors 5x longer"),
+        Case(inputs=(same, same.clone()), expected=0.0, label="identical sets have no gap"),
+    ]
+
+
+modality_gap = Exercise(
+    key="1.5",
+    title="Measure the modality gap",
+    cases=_gap_cases,
+    hints=[
+        "Embeddings are compared on the unit sphere, so normalise every row first.",
+        "The gap is the Euclidean distance between the mean image embedding and the mean text embedding.",
+        "F.normalize(x, dim=-1).mean(dim=0) gives a centroid; torch.dist(a, b).item() a float.",
+    ],
+    mistakes=[
+        Mistake("forgot to normalise", "The raw text vectors here are 5x longer; on the unit sphere only "
+                "their direction counts. Normalise each row before averaging.",
+                lambda a, b: torch.dist(a.mean(dim=0), b.mean(dim=0)).item()),
+        Mistake("normalised the centroids instead of the vectors", "Normalise each embedding, then average.",
+                lambda a, b: torch.dist(F.normalize(a.mean(dim=0), dim=0), F.normalize(b.mean(dim=0), dim=0)).item()),
+    ],
+    atol=1e-4,
+)
+
+
+def progress():
+    """This session's results for the chapter's exercises, as a table."""
+    return chapter_progress(1)
