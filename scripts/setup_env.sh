@@ -32,6 +32,6 @@ if ! "$VENV/bin/python" -m pip install --quiet -r requirements.txt; then
     echo "       then run the same make command again: the install resumes where it stopped." >&2
     exit 1
 fi
-"$VENV/bin/python" -m pip install --quiet --no-deps -e .
+"$VENV/bin/python" -m pip install --quiet --no-deps -e . >"$VENV/.utils-install.log" 2>&1 || { cat "$VENV/.utils-install.log" >&2; exit 1; }
 echo "$WANT" > "$STAMP"
 echo "setup: environment ready ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

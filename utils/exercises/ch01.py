@@ -115,19 +115,6 @@ _TAXONOMY = {
     "Chameleon": ("early", "generative"),
     "VisualBERT": ("early", "masked"),
 }
-_WHY = {
-    "CLIP": "two separate encoders meet only in a final cosine similarity (late), trained to pick the true "
-            "pair in a batch (contrastive)",
-    "Flamingo": "a frozen language model reads vision features through gated cross-attention layers "
-                "inserted between its own layers (middle), and is trained to predict the next text token "
-                "(generative)",
-    "LLaVA": "projected image tokens enter the language model's input sequence beside the text tokens "
-             "(early, in the sense of this chapter), and it is trained on next-token prediction (generative)",
-    "Chameleon": "image and text are both discrete tokens of ONE sequence from the first layer (early), "
-                 "trained by next-token prediction over both (generative)",
-    "VisualBERT": "region features and words enter one BERT-style transformer together (early), trained to "
-                  "fill in masked words (masked) plus sentence-image matching",
-}
 
 
 def _taxonomy_compare(expected: dict, got) -> str | None:
@@ -167,7 +154,6 @@ taxonomy_quiz = Exercise(
     ],
     compare=_taxonomy_compare,
 )
-taxonomy_quiz.explanations = _WHY  # shown by the solution; kept here for the tests
 
 # ---------------------------------------------------------------- 1.4 one alignment step
 
@@ -217,44 +203,52 @@ alignment_step = Exercise(
     atol=1e-5,
 )
 
-# ---------------------------------------------------------------- 1.5 the modality gap
+# ---------------------------------------------------------------- 1.5 close the gap (ablation)
 
 
-def _gap_cases() -> list[Case]:
+def _close_gap_cases() -> list[Case]:
     generator = torch.Generator().manual_seed(8)
-    image_embeddings = torch.randn(40, 8, generator=generator) + torch.tensor([3.0] + [0.0] * 7)
-    text_embeddings = torch.randn(30, 8, generator=generator) * 5 + torch.tensor([0.0, 3.0] + [0.0] * 6)
+    image_embeddings = F.normalize(torch.randn(40, 8, generator=generator) + 2.0 * torch.eye(8)[0], dim=-1)
+    text_embeddings = F.normalize(torch.randn(30, 8, generator=generator) + 2.0 * torch.eye(8)[1], dim=-1)
 
-    def reference(images: torch.Tensor, texts: torch.Tensor) -> float:
-        image_centre = F.normalize(images, dim=-1).mean(dim=0)
-        text_centre = F.normalize(texts, dim=-1).mean(dim=0)
-        return torch.dist(image_centre, text_centre).item()
+    def reference(images: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Each output row must point along (row - its modality's mean) and have length 1.
+        return (F.normalize(images - images.mean(dim=0), dim=-1), F.normalize(texts - texts.mean(dim=0), dim=-1))
 
-    same = torch.randn(20, 8, generator=generator)
+    small_images, small_texts = image_embeddings[:5], text_embeddings[:4]
     return [
+        Case(inputs=(small_images, small_texts), expected=reference(small_images, small_texts),
+             label="5 image and 4 text unit vectors in two clusters"),
         Case(inputs=(image_embeddings, text_embeddings), expected=reference(image_embeddings, text_embeddings),
-             label="40 image and 30 text embeddings in two clusters, text vectors 5x longer"),
-        Case(inputs=(same, same.clone()), expected=0.0, label="identical sets have no gap"),
+             label="40 image and 30 text unit vectors in two clusters"),
     ]
 
 
-modality_gap = Exercise(
+def _joint_centring(images, texts):
+    joint_mean = torch.cat([images, texts]).mean(dim=0)
+    return F.normalize(images - joint_mean, dim=-1), F.normalize(texts - joint_mean, dim=-1)
+
+
+close_gap = Exercise(
     key="1.5",
-    title="Measure the modality gap",
-    cases=_gap_cases,
+    title="Close the modality gap by centring each modality",
+    cases=_close_gap_cases,
     hints=[
-        "Embeddings are compared on the unit sphere, so normalise every row first.",
-        "The gap is the Euclidean distance between the mean image embedding and the mean text embedding.",
-        "F.normalize(x, dim=-1).mean(dim=0) gives a centroid; torch.dist(a, b).item() a float.",
+        "The gap is the offset between the two modalities' centroids. Remove each modality's own centroid.",
+        "images - images.mean(dim=0) moves the image centroid to the origin; do the same for texts.",
+        "Then put every row back on the unit sphere: F.normalize(..., dim=-1). Return (images, texts).",
     ],
     mistakes=[
-        Mistake("forgot to normalise", "The raw text vectors here are 5x longer; on the unit sphere only "
-                "their direction counts. Normalise each row before averaging.",
-                lambda a, b: torch.dist(a.mean(dim=0), b.mean(dim=0)).item()),
-        Mistake("normalised the centroids instead of the vectors", "Normalise each embedding, then average.",
-                lambda a, b: torch.dist(F.normalize(a.mean(dim=0), dim=0), F.normalize(b.mean(dim=0), dim=0)).item()),
+        Mistake("forgot to renormalise", "After subtracting the mean the rows are no longer unit length; "
+                "cosine similarity needs them back on the sphere.",
+                lambda a, b: (a - a.mean(dim=0), b - b.mean(dim=0))),
+        Mistake("subtracted one joint mean", "A single mean of both modalities shifts both clusters by the "
+                "same vector: the offset between them, the gap, stays. Centre each modality on its own.",
+                _joint_centring),
+        Mistake("centred only the images", "Both modalities have their own centroid; centre the texts too.",
+                lambda a, b: (F.normalize(a - a.mean(dim=0), dim=-1), b)),
     ],
-    atol=1e-4,
+    atol=1e-5,
 )
 
 

@@ -1,0 +1,590 @@
+"""Pretrained models for "the real thing" sections, with tiny offline stand-ins of the same class.
+
+Online, `load_pretrained(kind)` downloads the real checkpoint from the Hugging Face hub. Offline (CI,
+a plane, `HF_HUB_OFFLINE=1`) it builds a tiny randomly initialised model *of the same class* with a
+processor made entirely in code, prints one `[stand-in]` line, and returns it flagged
+`is_stand_in=True`. Every call a lesson makes on the real model (processor, forward, `generate`, a
+diffusers pipeline) runs on the stand-in too, so the code path stays tested; its outputs are
+meaningless and the book never shows them as results.
+
+    loaded = load_pretrained("clip")     # CLIPModel + CLIPProcessor, real or stand-in
+    if loaded.is_stand_in: ...           # tag the cell; say in prose what the real model gives
+
+`transformers` and `diffusers` are imported inside the functions: importing this module is cheap and
+works without them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from utils import runtime
+
+STAND_IN_SEED = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What one kind of model is: its default checkpoint, classes, and where the book uses it."""
+
+    default: str
+    model_class: str
+    processor_class: str
+    chapters: str
+    about: str
+
+
+KINDS: dict[str, Kind] = {
+    "clip": Kind(
+        "openai/clip-vit-base-patch32", "CLIPModel", "CLIPProcessor", "1, 3",
+        "dual encoder; model.get_image_features / get_text_features (their .pooler_output in "
+        "transformers 5) give the shared-space vectors, or use clip_embed()",
+    ),
+    "vit": Kind(
+        "google/vit-base-patch16-224", "ViTForImageClassification", "ViTImageProcessor", "2",
+        "ImageNet classifier; model.vit(...) is the frozen encoder (197 tokens for a 224 image)",
+    ),
+    "whisper": Kind(
+        "openai/whisper-tiny", "WhisperForConditionalGeneration", "WhisperProcessor", "2, 6",
+        "speech recognition; model.get_encoder() is the audio encoder, asr_pipeline() the ASR pipeline; "
+        "cap generate with max_length (the checkpoint sets 448; max_new_tokens on top of it warns)",
+    ),
+    "vlm": Kind(
+        "HuggingFaceTB/SmolVLM-256M-Instruct", "Idefics3ForConditionalGeneration", "Idefics3Processor",
+        "5, 6",
+        "vision-language model with a chat template; image_token_count() says what an image costs",
+    ),
+    "stable-diffusion": Kind(
+        "segmind/tiny-sd", "StableDiffusionPipeline", "CLIPTokenizer", "7",
+        "latent diffusion; the pipeline is in .model, its tokenizer in .processor",
+    ),
+}
+
+
+@dataclasses.dataclass
+class Loaded:
+    """A loaded model and how to feed it.
+
+    model: the `transformers` model, or for "stable-diffusion" the whole `diffusers` pipeline.
+    processor: the processor (tokenizer + image/audio preprocessing); for "stable-diffusion" the
+        pipeline's tokenizer (the pipeline tokenizes prompts itself).
+    name: the hub name of the real checkpoint (also for a stand-in: the model it stands in for).
+    is_stand_in: True when `model` is a tiny random stand-in; never report its outputs as results.
+    note: one human sentence on what was loaded and why.
+    """
+
+    model: Any
+    processor: Any
+    name: str
+    is_stand_in: bool
+    note: str
+    kind: str = ""
+
+    def summary(self) -> str:
+        """One line: name, class, parameter count, real or stand-in."""
+        modules = [self.model]
+        if hasattr(self.model, "components"):  # a diffusers pipeline
+            modules = [m for m in self.model.components.values() if isinstance(m, torch.nn.Module)]
+        n_params = sum(p.numel() for m in modules for p in m.parameters())
+        what = "stand-in, random weights" if self.is_stand_in else "pretrained"
+        return f"{self.name}: {type(self.model).__name__}, {n_params / 1e6:.2f} M parameters ({what})"
+
+
+# ---------------------------------------------------------------------------------------------------
+# The public entry point
+
+
+def load_pretrained(
+    kind: str,
+    name: str | None = None,
+    *,
+    device: torch.device | str | None = None,
+    offline: bool | None = None,
+    dtype: torch.dtype | None = None,
+) -> Loaded:
+    """Load the real pretrained model of `kind` (see `KINDS`), or its tiny stand-in when offline.
+
+    kind: one of `KINDS` ("clip", "vit", "whisper", "vlm", "stable-diffusion").
+    name: a hub checkpoint of the same class; defaults to `KINDS[kind].default`.
+    device: where the model goes; default `runtime.pick_device()`.
+    offline: None asks `runtime.hub_reachable()` (instant when HF_HUB_OFFLINE=1 or MMBOOK_OFFLINE=1);
+        True always builds the stand-in; False tries the hub and falls back to the stand-in, with the
+        reason in `note`, only when the download fails (a network or missing-file error).
+    dtype: weights' dtype for the real model; default float32, or float16 for diffusion on a GPU.
+        Stand-ins are always float32.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; choose one of {sorted(KINDS)}")
+    name = name or KINDS[kind].default
+    device = torch.device(device) if device is not None else runtime.pick_device()
+    if offline is None:
+        offline = not runtime.hub_reachable()
+    if offline:
+        loaded = _stand_in(kind, name, device, reason="offline")
+    else:
+        loaded = _load_real(kind, name, device, dtype)
+    if kind == "whisper":
+        _absorb_whisper_generate_notice(loaded.model)
+    return loaded
+
+
+def _load_real(kind: str, name: str, device: torch.device, dtype: torch.dtype | None) -> Loaded:
+    """Download and load the real checkpoint; fall back to the stand-in only when the download fails."""
+    try:
+        model, processor = _REAL_LOADERS[kind](name, device, dtype or _default_dtype(kind, device))
+    except Exception as error:  # only download problems fall back; anything else is a real bug
+        if not _is_download_error(error):
+            raise
+        return _stand_in(kind, name, device, reason=f"download failed: {_first_line(error)}")
+    note = f"{name}: pretrained {type(model).__name__} from the Hugging Face hub, on {device}."
+    return Loaded(model, processor, name, False, note, kind)
+
+
+def _default_dtype(kind: str, device: torch.device) -> torch.dtype:
+    """float16 for diffusion on a GPU (what everyone runs), float32 otherwise."""
+    return torch.float16 if kind == "stable-diffusion" and device.type == "cuda" else torch.float32
+
+
+def _is_download_error(error: BaseException) -> bool:
+    """True for the errors a missing network or a missing file gives (hub, requests, httpx, sockets)."""
+    if isinstance(error, (OSError, TimeoutError, ConnectionError)):
+        return True
+    module = type(error).__module__.split(".")[0]
+    return module in {"huggingface_hub", "requests", "httpx", "httpcore", "urllib3"}
+
+
+def _first_line(error: BaseException, limit: int = 120) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _stand_in(kind: str, name: str, device: torch.device, reason: str) -> Loaded:
+    """Build the tiny seeded stand-in of `kind`, say so in one line, and wrap it in `Loaded`."""
+    start = time.perf_counter()
+    with _seeded(STAND_IN_SEED):
+        model, processor = _STAND_IN_BUILDERS[kind]()
+    model = model.to(device)
+    class_name = type(model).__name__
+    default = KINDS[kind].default
+    same = "of the same class" if name == default else f"(the class of {default}; {name} may differ)"
+    print(
+        f"[stand-in] {name} is not reachable ({reason}); using a tiny randomly initialised {class_name} "
+        f"{same} - its outputs are meaningless, the code path is real."
+    )
+    note = (
+        f"stand-in for {name} ({reason}): tiny random {class_name}, built offline in "
+        f"{time.perf_counter() - start:.1f} s; outputs are not results."
+    )
+    return Loaded(model, processor, name, True, note, kind)
+
+
+@contextlib.contextmanager
+def _transformers_verbosity(level: int) -> Iterator[None]:
+    """Set transformers' log level for the block only, then put the caller's level back."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity(level)
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+@torch.no_grad()
+def _absorb_whisper_generate_notice(model: Any) -> None:
+    """Use up, silently, a notice transformers 5 prints once per process on the first Whisper `generate`.
+
+    Whisper's own `generate` passes a generation config together with `suppress_tokens` keyword
+    arguments, and the generic `generate` then warns (once) that this combination is deprecated. The
+    notice is about the library's internals, not about anything the reader wrote, and no argument avoids
+    it. A one-step generate on silence at load time, with transformers' logging at error level for that
+    call only, spends the once here instead of in a lesson's output.
+    """
+    from transformers.utils import logging as hf_logging
+
+    silence = torch.zeros(1, model.config.num_mel_bins, 3000, device=_device_of(model), dtype=model.dtype)
+    with _transformers_verbosity(hf_logging.ERROR):
+        model.generate(silence, language="en", task="transcribe", max_length=5)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch for the block and give the caller's random state back afterwards."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+# ---------------------------------------------------------------------------------------------------
+# Real checkpoints (online)
+
+
+def _real_clip(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import CLIPModel, CLIPProcessor
+
+    model = CLIPModel.from_pretrained(name, dtype=dtype)
+    return model.to(device).eval(), CLIPProcessor.from_pretrained(name)
+
+
+def _real_vit(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import ViTForImageClassification, ViTImageProcessor
+
+    model = ViTForImageClassification.from_pretrained(name, dtype=dtype)
+    return model.to(device).eval(), ViTImageProcessor.from_pretrained(name)
+
+
+def _real_whisper(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    model = WhisperForConditionalGeneration.from_pretrained(name, dtype=dtype)
+    return model.to(device).eval(), WhisperProcessor.from_pretrained(name)
+
+
+def _real_vlm(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype)
+    return model.to(device).eval(), AutoProcessor.from_pretrained(name)
+
+
+def _real_stable_diffusion(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        name, dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipe = pipe.to(device)
+    return pipe, pipe.tokenizer
+
+
+_REAL_LOADERS: dict[str, Callable[[str, torch.device, torch.dtype], tuple[Any, Any]]] = {
+    "clip": _real_clip,
+    "vit": _real_vit,
+    "whisper": _real_whisper,
+    "vlm": _real_vlm,
+    "stable-diffusion": _real_stable_diffusion,
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tiny tokenizers, made in code (no download): byte-level BPE with no merges, so any text encodes.
+
+
+def _byte_alphabet() -> list[str]:
+    """The 256 printable characters byte-level BPE uses for the 256 byte values, in a fixed order."""
+    from tokenizers import pre_tokenizers
+
+    return sorted(pre_tokenizers.ByteLevel.alphabet())
+
+
+def _clip_tokenizer() -> Any:
+    """A CLIPTokenizer over bytes: every byte, every byte ending a word (`</w>`), start and end tokens."""
+    from transformers import CLIPTokenizer
+
+    alphabet = _byte_alphabet()
+    tokens = alphabet + [ch + "</w>" for ch in alphabet] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: index for index, token in enumerate(tokens)}
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def _tiny_clip_text_config(tokenizer: Any) -> dict[str, Any]:
+    """A one-layer CLIP text tower (width 32) that fits `tokenizer`."""
+    return dict(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stand-ins (offline): same classes, tiny sizes, random weights
+
+
+def _stand_in_clip() -> tuple[Any, Any]:
+    """CLIPModel with 224-pixel images in 32-pixel patches (as the real one) but width 32, one layer."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tokenizer = _clip_tokenizer()
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=224, patch_size=32)
+    text = _tiny_clip_text_config(tokenizer)
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer)
+    return CLIPModel(config).eval(), processor
+
+
+def _stand_in_vit() -> tuple[Any, Any]:
+    """ViTForImageClassification on 224-pixel images in 16-pixel patches (197 tokens, as the real one)."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    labels = {i: f"stand-in class {i}" for i in range(10)}
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       image_size=224, patch_size=16, id2label=labels,
+                       label2id={label: i for i, label in labels.items()})
+    return ViTForImageClassification(config).eval(), ViTImageProcessor()
+
+
+def _whisper_languages() -> list[str]:
+    """Whisper's language tokens ("<|en|>", ...) in the order the real vocabulary has them."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    return [f"<|{code}|>" for code in LANGUAGES]
+
+
+def _whisper_special_tokens() -> list[str]:
+    """Whisper's special tokens in the real order: end, start, the languages, tasks, flags."""
+    languages = _whisper_languages()
+    flags = ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>",
+             "<|notimestamps|>"]
+    return ["<|endoftext|>", "<|startoftranscript|>", *languages, *flags]
+
+
+def _stand_in_whisper() -> tuple[Any, Any]:
+    """WhisperForConditionalGeneration, width 32, one encoder and one decoder layer, 80 mel bins, 30 s."""
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
+
+    specials = _whisper_special_tokens()
+    timestamps = [f"<|{i * 0.02:.2f}|>" for i in range(1501)]  # 0.00 ... 30.00 s, as the real vocabulary
+    vocab = {token: index for index, token in enumerate(_byte_alphabet() + specials + timestamps)}
+    tokenizer = WhisperTokenizer(vocab=vocab, merges=[], extra_special_tokens=specials[1:])
+    end, start = vocab["<|endoftext|>"], vocab["<|startoftranscript|>"]
+    config = WhisperConfig(
+        vocab_size=len(vocab), num_mel_bins=80, d_model=32, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        max_source_positions=1500, max_target_positions=448, pad_token_id=end, bos_token_id=end,
+        eos_token_id=end, decoder_start_token_id=start,
+    )
+    model = WhisperForConditionalGeneration(config).eval()
+    model.generation_config = _whisper_generation_config(vocab)
+    processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(), tokenizer=tokenizer)
+    return model, processor
+
+
+def _whisper_generation_config(vocab: dict[str, int]) -> Any:
+    """The fields Whisper's `generate` reads (languages, tasks, timestamps), as in the real checkpoint."""
+    from transformers import GenerationConfig
+
+    end = vocab["<|endoftext|>"]
+    return GenerationConfig(
+        decoder_start_token_id=vocab["<|startoftranscript|>"], bos_token_id=end, eos_token_id=end,
+        pad_token_id=end, max_length=448, is_multilingual=True,
+        lang_to_id={token: vocab[token] for token in _whisper_languages()},
+        task_to_id={"translate": vocab["<|translate|>"], "transcribe": vocab["<|transcribe|>"]},
+        no_timestamps_token_id=vocab["<|notimestamps|>"], prev_sot_token_id=vocab["<|startofprev|>"],
+        begin_suppress_tokens=[vocab["Ġ"], end], suppress_tokens=[], max_initial_timestamp_index=50,
+        return_timestamps=False, alignment_heads=[[0, 0], [0, 1]],
+    )
+
+
+# SmolVLM's conversation format ("<|im_start|>User:<image>question<end_of_utterance>\nAssistant:"),
+# written here as a Jinja template so the stand-in's apply_chat_template gives the same shape of prompt.
+_VLM_CHAT_TEMPLATE = (
+    "<|im_start|>"
+    "{% for message in messages %}"
+    "{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}"
+    "{% elif part['type'] == 'image' %}{{ '<image>' }}{% endif %}"
+    "{% endfor %}"
+    "<end_of_utterance>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+
+def _vlm_tokenizer() -> Any:
+    """A GPT2Tokenizer over bytes plus the chat and image-layout tokens Idefics3's processor expects."""
+    from transformers import GPT2Tokenizer
+
+    grid = [f"<row_{row}_col_{col}>" for row in range(1, 7) for col in range(1, 7)]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<fake_token_around_image>", "<image>",
+                "<end_of_utterance>", "<global-img>", *grid]
+    vocab = {token: index for index, token in enumerate(specials + _byte_alphabet())}
+    return GPT2Tokenizer(
+        vocab=vocab, merges=[], unk_token="<|endoftext|>", bos_token="<|im_start|>",
+        eos_token="<end_of_utterance>", pad_token="<|im_end|>", extra_special_tokens=specials[3:],
+    )
+
+
+def _idefics3_image_processor() -> Any:
+    """SmolVLM-256M's image preprocessing: longest edge 2048, cut into 512-pixel tiles plus a global view.
+
+    The class follows transformers' own choice: the PIL backend where torchvision is too old for the
+    Lanczos resampling the checkpoint asks for (torchvision < 0.27), the torchvision one otherwise.
+    """
+    import transformers
+
+    try:
+        from transformers.utils.import_utils import is_torchvision_greater_or_equal
+
+        use_torchvision = is_torchvision_greater_or_equal("0.27")
+    except ImportError:
+        use_torchvision = False
+    cls = transformers.Idefics3ImageProcessor
+    if not use_torchvision and hasattr(transformers, "Idefics3ImageProcessorPil"):
+        cls = transformers.Idefics3ImageProcessorPil
+    return cls(size={"longest_edge": 2048}, max_image_size={"longest_edge": 512},
+               image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+
+
+def _stand_in_vlm() -> tuple[Any, Any]:
+    """Idefics3ForConditionalGeneration with SmolVLM-256M's image geometry (512-pixel tiles, 16-pixel
+    patches, pixel shuffle 4 -> 64 tokens a tile) but a width-32 vision tower and a 2-layer Llama of width 64.
+    """
+    from transformers import (
+        GenerationConfig,
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3Processor,
+    )
+
+    tokenizer = _vlm_tokenizer()
+    ids = tokenizer.convert_tokens_to_ids
+    special = dict(pad_token_id=ids("<|im_end|>"), bos_token_id=ids("<|im_start|>"),
+                   eos_token_id=ids("<end_of_utterance>"))
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=512, patch_size=16)
+    text = dict(model_type="llama", vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                max_position_embeddings=8192, **special)
+    config = Idefics3Config(vision_config=vision, text_config=text, scale_factor=4,
+                            image_token_id=ids("<image>"), pad_token_id=special["pad_token_id"])
+    model = Idefics3ForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(**special)
+    processor = Idefics3Processor(image_processor=_idefics3_image_processor(), tokenizer=tokenizer,
+                                  image_seq_len=64, chat_template=_VLM_CHAT_TEMPLATE)
+    return model, processor
+
+
+def _stand_in_stable_diffusion() -> tuple[Any, Any]:
+    """StableDiffusionPipeline: tiny CLIP text encoder, 2-stage UNet, 4-stage VAE (8x down, as SD), PNDM.
+
+    Latents are 4 x 8 x 8, so images come out 64 x 64 by default.
+    """
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = _clip_tokenizer()
+    text_encoder = CLIPTextModel(CLIPTextConfig(**_tiny_clip_text_config(tokenizer))).eval()
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 32, 32),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        norm_num_groups=8, sample_size=64,
+    )
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)  # two steps of a toy: a bar would only clutter the page
+    return pipe, tokenizer
+
+
+_STAND_IN_BUILDERS: dict[str, Callable[[], tuple[Any, Any]]] = {
+    "clip": _stand_in_clip,
+    "vit": _stand_in_vit,
+    "whisper": _stand_in_whisper,
+    "vlm": _stand_in_vlm,
+    "stable-diffusion": _stand_in_stable_diffusion,
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers the lessons share
+
+
+def _device_of(model: Any) -> torch.device:
+    return getattr(model, "device", None) or next(model.parameters()).device
+
+
+def _as_tensor(output: Any) -> torch.Tensor:
+    """transformers 5 returns a model output from get_*_features (vector in .pooler_output); 4.x a tensor."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+@torch.no_grad()
+def clip_embed(loaded: Loaded, images: list | None = None, texts: list[str] | None = None
+               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """L2-normalised CLIP vectors of `images` (PIL or arrays) and `texts`, as (image_vectors, text_vectors).
+
+    Either may be None. Shapes: (n_images, D) and (n_texts, D); D = 512 for the real ViT-B/32.
+    """
+    model, processor = loaded.model, loaded.processor
+    device = _device_of(model)
+    image_vectors = text_vectors = None
+    if images is not None:
+        pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(device, model.dtype)
+        features = _as_tensor(model.get_image_features(pixel_values=pixels))  # (n_images, D)
+        image_vectors = torch.nn.functional.normalize(features, dim=-1)
+    if texts is not None:
+        tokens = processor(text=texts, return_tensors="pt", padding=True).to(device)
+        features = _as_tensor(
+            model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
+        )  # (n_texts, D)
+        text_vectors = torch.nn.functional.normalize(features, dim=-1)
+    return image_vectors, text_vectors
+
+
+def chat_prompt(loaded: Loaded, question: str, n_images: int = 1) -> str:
+    """The VLM's chat-formatted prompt for one user turn: `n_images` image slots, then `question`."""
+    content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": question}]
+    messages = [{"role": "user", "content": content}]
+    return loaded.processor.apply_chat_template(messages, add_generation_prompt=True)
+
+
+def image_token_count(loaded: Loaded, image: Any, *, include_layout: bool = False) -> int:
+    """How many tokens one image costs the VLM's language model after the processor.
+
+    By default counts the `<image>` placeholders (the slots the vision features fill: 64 per 512-pixel
+    tile for SmolVLM-256M). With include_layout=True counts every token the image adds to the prompt,
+    including the tile markers, row/column tags and line breaks around them.
+    """
+    processor = loaded.processor
+    prompt = chat_prompt(loaded, "Describe the image.")
+    ids = processor(images=[image], text=prompt, return_tensors="pt")["input_ids"][0]
+    if include_layout:
+        image_token = getattr(processor, "image_token", "<image>")
+        text_only = processor.tokenizer(prompt.replace(image_token, ""), return_tensors="pt")["input_ids"][0]
+        return int(ids.numel() - text_only.numel())
+    image_token_id = getattr(processor, "image_token_id", None)
+    if image_token_id is None:
+        image_token = getattr(processor, "image_token", "<image>")
+        image_token_id = processor.tokenizer.convert_tokens_to_ids(image_token)
+    return int((ids == image_token_id).sum())
+
+
+def asr_pipeline(loaded: Loaded) -> Any:
+    """A `transformers` automatic-speech-recognition pipeline around a loaded Whisper (real or stand-in).
+
+    Whisper's generation config sets max_length=448: cap outputs with generate_kwargs={"max_length": n},
+    not max_new_tokens (transformers warns when both are set).
+    """
+    from transformers import pipeline
+
+    return pipeline(
+        "automatic-speech-recognition", model=loaded.model, tokenizer=loaded.processor.tokenizer,
+        feature_extractor=loaded.processor.feature_extractor, device=_device_of(loaded.model),
+    )

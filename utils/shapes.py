@@ -1,0 +1,1032 @@
+"""The Shapes world: the book's own dataset, from chapter 1 to chapter 10.
+
+Small images of coloured shapes with captions that are true by construction. Everything is
+generated from a seed, so every reader sees the same pictures, and rendering is vectorised over
+the batch (signed-distance functions evaluated on a pixel grid), so ten thousand images take a
+fraction of a second on one CPU core.
+
+The world has 6 colours x 4 shapes x 2 sizes. Within one image every object has its own colour
+and its own shape, which keeps questions such as "what colour is the circle?" unambiguous.
+
+    >>> from utils import shapes
+    >>> batch = shapes.generate(8, seed=0, max_objects=2)
+    >>> batch.images.shape, batch.captions[0]
+    (torch.Size([8, 3, 32, 32]), '...')
+
+Also here: held-out colour x shape pairs (compositional generalisation), VQA questions,
+bounding boxes (grounding), a noisy web-like corpus (the data chapter) and motion clips (video).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------
+# The vocabulary of the world
+# ----------------------------------------------------------------------------------------------
+
+COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
+COLOUR_RGB: dict[str, tuple[float, float, float]] = {
+    "red": (0.88, 0.16, 0.14),
+    "green": (0.18, 0.74, 0.26),
+    "blue": (0.18, 0.38, 0.95),
+    "yellow": (0.96, 0.88, 0.18),
+    "purple": (0.62, 0.26, 0.84),
+    "orange": (0.98, 0.56, 0.10),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
+SIZES: tuple[str, ...] = ("small", "large")
+RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
+DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
+CAPTION_STYLES: tuple[str, ...] = ("full", "partial", "varied")
+SPLITS: tuple[str, ...] = ("all", "train", "test")
+QUESTION_KINDS: tuple[str, ...] = ("colour", "shape", "size", "count", "relation", "exists")
+NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four")
+
+# One held-out pair per colour; every shape is held out at least once.
+DEFAULT_HOLDOUT: tuple[tuple[str, str], ...] = (
+    ("red", "triangle"),
+    ("green", "cross"),
+    ("blue", "circle"),
+    ("yellow", "square"),
+    ("purple", "circle"),
+    ("orange", "triangle"),
+)
+
+MIN_IMAGE_SIZE = 16
+MAX_IMAGE_SIZE = 128
+MAX_OBJECTS = len(SHAPES)  # every object in an image has its own shape
+
+# Object radius as a fraction of the image side, for "small" and "large".
+RADIUS_FRACTION: tuple[float, float] = (0.12, 0.19)
+# Extent of each shape around its centre in units of its radius: (left, top, right, bottom).
+_SHAPE_EXTENT = torch.tensor(
+    [
+        [1.00, 1.00, 1.00, 1.00],  # circle
+        [0.86, 0.86, 0.86, 0.86],  # square (half side)
+        [1.04, 1.20, 1.04, 0.60],  # triangle, pointing up, centred on its centroid
+        [1.00, 1.00, 1.00, 1.00],  # cross (plus sign)
+    ]
+)
+# Radius of the circle around the centre that contains the whole shape, in units of the radius.
+_SHAPE_REACH = torch.tensor([1.00, 1.22, 1.20, 1.05])
+_HALF_SQRT3 = math.sqrt(3.0) / 2.0
+_TRIANGLE_INRADIUS = 0.60
+_SQUARE_HALF_SIDE = 0.86
+_CROSS_HALF_THICKNESS = 0.34
+
+_RELATION_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "left of": ("left of", "to the left of", "on the left of"),
+    "right of": ("right of", "to the right of", "on the right of"),
+    "above": ("above", "over", "higher than"),
+    "below": ("below", "under", "beneath"),
+}
+_OPPOSITE_RELATION = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+_VARIED_TEMPLATES: tuple[str, ...] = (
+    "a photo of {p}",
+    "there is {p}",
+    "{bare}",
+    "an image of {p}",
+    "a picture showing {p}",
+    "{p} on a dark background",
+    "a drawing of {p}",
+    "a rendering of {p}",
+)
+GENERIC_ALT_TEXTS: tuple[str, ...] = (
+    "image", "photo.jpg", "click here", "IMG_2041.JPG", "untitled", "picture", "download", "thumbnail",
+)
+WEB_KINDS: tuple[str, ...] = ("clean", "generic", "wrong", "duplicate", "flagged", "odd_aspect")
+WEB_PROPORTIONS: dict[str, float] = {
+    "clean": 0.50, "generic": 0.15, "wrong": 0.15, "duplicate": 0.10, "flagged": 0.05, "odd_aspect": 0.05,
+}
+# Odd web shapes as (height, width) for a 32-pixel world; scaled with image_size.
+_ODD_ASPECTS: tuple[tuple[int, int], ...] = ((32, 96), (96, 32), (20, 96), (96, 20))
+_RENDER_CHUNK = 1024
+
+
+# ----------------------------------------------------------------------------------------------
+# Names, indices and small validation helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _index_of(value: str | int, names: Sequence[str], what: str) -> int:
+    """Index of `value` (a name or an index) in `names`; ValueError naming the valid ones."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if 0 <= int(value) < len(names):
+            return int(value)
+        raise ValueError(
+            f"{what} index {value} is out of range: use 0..{len(names) - 1} ({', '.join(names)})"
+        )
+    if isinstance(value, str) and value.strip().lower() in names:
+        return names.index(value.strip().lower())
+    raise ValueError(f"unknown {what} {value!r}: the Shapes world has {', '.join(names)}")
+
+
+def colour_index(colour: str | int) -> int:
+    """Index of a colour name in COLOURS (ValueError for an unknown colour)."""
+    return _index_of(colour, COLOURS, "colour")
+
+
+def shape_index(shape: str | int) -> int:
+    """Index of a shape name in SHAPES (ValueError for an unknown shape)."""
+    return _index_of(shape, SHAPES, "shape")
+
+
+def size_index(size: str | int) -> int:
+    """Index of a size name in SIZES (ValueError for an unknown size)."""
+    return _index_of(size, SIZES, "size")
+
+
+def _check_count(name: str, value: int, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_image_size(image_size: int) -> int:
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
+        raise ValueError(f"image_size must be an integer number of pixels, got {image_size!r}")
+    if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} pixels, got {image_size}: "
+            f"below {MIN_IMAGE_SIZE} a small triangle is a few pixels and no longer recognisable"
+        )
+    return int(image_size)
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+    return value
+
+
+def holdout_table(holdout: Sequence[tuple[str, str]]) -> torch.Tensor:
+    """Bool [6, 4] table: True where the (colour, shape) pair is held out."""
+    table = torch.zeros(len(COLOURS), len(SHAPES), dtype=torch.bool)
+    for pair in holdout:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ValueError(
+                f"holdout must hold (colour, shape) pairs such as ('red', 'triangle'), got {pair!r}"
+            )
+        table[colour_index(pair[0]), shape_index(pair[1])] = True
+    return table
+
+
+def pair_index(colour_idx: int | torch.Tensor, shape_idx: int | torch.Tensor) -> int | torch.Tensor:
+    """Index of a colour x shape pair among the 24 classes: colour * 4 + shape (ints or tensors)."""
+    return colour_idx * len(SHAPES) + shape_idx
+
+
+def pair_names() -> list[tuple[str, str]]:
+    """The 24 (colour, shape) pairs in class order, so that pair_names()[pair_index(c, s)] == (c, s)."""
+    return [(colour, shape) for colour in COLOURS for shape in SHAPES]
+
+
+def _with_articles(text: str) -> str:
+    """Turn 'a orange' into 'an orange' (and the same for every vowel)."""
+    return re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", text)
+
+
+def _phrase(colour: int | None, shape: int | None, size: int | None = None) -> str:
+    """describe() without the checks, for label indices known to be valid (the fast path of captions)."""
+    words = [SIZES[size]] if size is not None else []
+    if colour is not None:
+        words.append(COLOURS[colour])
+    words.append(SHAPES[shape] if shape is not None else "object")
+    return ("an " if words[0][0] in "aeiou" else "a ") + " ".join(words)
+
+
+def describe(colour: str | int | None, shape: str | int | None, size: str | int | None = None) -> str:
+    """Words for one object with its article: describe('red', 'circle', 'small') -> 'a small red circle'.
+
+    Leave out the shape for "a red object", the colour for "a circle"; at least one is needed.
+    """
+    if colour is None and shape is None:
+        raise ValueError("describe needs a colour or a shape (or both)")
+    return _phrase(
+        colour_index(colour) if colour is not None else None,
+        shape_index(shape) if shape is not None else None,
+        size_index(size) if size is not None else None,
+    )
+
+
+def class_prompts(template: str = "a photo of a {colour} {shape}") -> list[str]:
+    """The 24 class prompts for zero-shot classification, in pair_index order ('a' -> 'an' fixed)."""
+    if "{colour}" not in template and "{shape}" not in template:
+        raise ValueError(f"template needs a {{colour}} and/or {{shape}} placeholder, got {template!r}")
+    return [_with_articles(template.format(colour=c, shape=s)) for c, s in pair_names()]
+
+
+# ----------------------------------------------------------------------------------------------
+# The batch of images and its labels
+# ----------------------------------------------------------------------------------------------
+
+
+def _normalise_index(index: int | slice | Sequence[int] | torch.Tensor, length: int) -> torch.Tensor:
+    """Any of int, slice, list or tensor (long or bool) -> a long tensor of positions."""
+    if isinstance(index, (int, np.integer)):
+        position = int(index) + (length if index < 0 else 0)
+        if not 0 <= position < length:
+            raise ValueError(f"index {index} is out of range for a batch of {length}")
+        return torch.tensor([position])
+    if isinstance(index, slice):
+        return torch.arange(length)[index]
+    positions = torch.as_tensor(index)
+    if positions.dtype == torch.bool:
+        if positions.shape != (length,):
+            raise ValueError(f"a boolean mask must have length {length}, got shape {tuple(positions.shape)}")
+        return positions.nonzero().flatten()
+    return positions.long().flatten().cpu()
+
+
+@dataclass
+class ShapesBatch:
+    """A batch of Shapes-world images with every label that made them.
+
+    K is the largest number of objects per image; unused object slots hold -1 (labels) and 0 (geometry).
+    """
+
+    images: torch.Tensor  # float32 [N, 3, H, W] in [0, 1]
+    colour: torch.Tensor  # long [N, K], index into COLOURS, -1 where no object
+    shape: torch.Tensor  # long [N, K], index into SHAPES, -1 where no object
+    size: torch.Tensor  # long [N, K], index into SIZES, -1 where no object
+    centre: torch.Tensor  # float [N, K, 2], (x, y) in pixels
+    boxes: torch.Tensor  # float [N, K, 4], (x0, y0, x1, y1) in pixels
+    count: torch.Tensor  # long [N], number of objects
+    captions: list[str]
+    relation: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    # long [N]: index into RELATIONS of object 0 relative to object 1, -1 when count < 2
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def to(self, device: torch.device | str) -> ShapesBatch:
+        """A copy with every tensor on `device`."""
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(self, **{k: v.to(device) for k, v in moved.items() if isinstance(v, torch.Tensor)})
+
+    def subset(self, index: int | slice | Sequence[int] | torch.Tensor) -> ShapesBatch:
+        """The images at `index` (int, slice, list, long or bool tensor) with their labels."""
+        positions = _normalise_index(index, len(self))
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                values[f.name] = value[positions.to(value.device)] if value.numel() else value
+            else:
+                values[f.name] = [value[i] for i in positions.tolist()]
+        return ShapesBatch(**values)
+
+    def objects(self, i: int) -> list[dict[str, Any]]:
+        """The objects of image `i` in words and numbers, one dict each."""
+        described = []
+        for k in range(int(self.count[i])):
+            colour, shape, size = int(self.colour[i, k]), int(self.shape[i, k]), int(self.size[i, k])
+            described.append(
+                {
+                    "colour": COLOURS[colour],
+                    "shape": SHAPES[shape],
+                    "size": SIZES[size],
+                    "centre": tuple(round(float(v), 2) for v in self.centre[i, k]),
+                    "box": tuple(round(float(v), 2) for v in self.boxes[i, k]),
+                    "description": describe(colour, shape, size),
+                }
+            )
+        return described
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling what is in each image
+# ----------------------------------------------------------------------------------------------
+
+
+def _sample_identities(
+    count: torch.Tensor, slots: int, split: str, held: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct colours and shapes per image that respect the split. Returns two long [N, slots]."""
+    n = count.shape[0]
+    colour = torch.empty(n, slots, dtype=torch.long)
+    shape = torch.empty(n, slots, dtype=torch.long)
+    todo = torch.arange(n)
+    for _ in range(400):  # rejection rounds over the images still to fill, not a per-image loop
+        m = todo.shape[0]
+        colour_try = torch.rand(m, len(COLOURS), generator=generator).argsort(dim=1)[:, :slots]  # [m, slots]
+        shape_try = torch.rand(m, len(SHAPES), generator=generator).argsort(dim=1)[:, :slots]  # [m, slots]
+        is_held = held[colour_try, shape_try]  # [m, slots]
+        present = torch.arange(slots) < count[todo, None]  # [m, slots]
+        if split == "train":
+            accepted = ~(is_held & present).any(dim=1)
+        elif split == "test":
+            accepted = is_held[:, 0]
+        else:
+            accepted = torch.ones(m, dtype=torch.bool)
+        colour[todo[accepted]] = colour_try[accepted]
+        shape[todo[accepted]] = shape_try[accepted]
+        todo = todo[~accepted]
+        if todo.numel() == 0:
+            return colour, shape
+    raise ValueError(
+        f"could not draw objects for split={split!r} with this holdout; is the holdout sensible?"
+    )
+
+
+def _radius_pixels(size: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Object radius in pixels for size indices (any shape)."""
+    return torch.tensor(RADIUS_FRACTION)[size.clamp(min=0)] * image_size
+
+
+def _relation_of(centre_a: torch.Tensor, centre_b: torch.Tensor) -> torch.Tensor:
+    """RELATIONS index of a relative to b along the axis where they differ most. [..., 2] -> long [...]."""
+    dx = centre_a[..., 0] - centre_b[..., 0]
+    dy = centre_a[..., 1] - centre_b[..., 1]
+    horizontal = dx.abs() >= dy.abs()
+    return torch.where(horizontal, torch.where(dx < 0, 0, 1), torch.where(dy < 0, 2, 3)).long()
+
+
+def _place_objects(
+    shape: torch.Tensor, size: torch.Tensor, count: torch.Tensor, image_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centres [N, K, 2]: objects stay inside, barely overlap, and objects 0 and 1 have a clear relation.
+
+    Vectorised rejection sampling: each round proposes many layouts for every unplaced image and keeps
+    the first valid one. Images still unplaced halfway through are made all-small. Returns (centre, size).
+    """
+    n, slots = shape.shape
+    size = size.clone()
+    centre = torch.zeros(n, slots, 2)
+    present = torch.arange(slots) < count[:, None]  # [N, K]
+    upper = torch.ones(slots, slots).triu(1).bool()  # [K, K] each pair once
+    pair_present = present[:, :, None] & present[:, None, :] & upper  # [N, K, K]
+    relation_margin = 0.1 * image_size
+    proposals, rounds = 32, 60
+    todo = torch.arange(n)
+    for round_number in range(rounds):
+        if round_number == rounds // 2:
+            size[todo] = torch.where(present[todo], 0, size[todo])
+        radius = _radius_pixels(size[todo], image_size)  # [m, K]
+        extent = _SHAPE_EXTENT[shape[todo].clamp(min=0)] * radius[..., None]  # [m, K, 4]
+        low = extent[..., :2] + 1.0  # [m, K, 2] smallest allowed x, y
+        high = image_size - 1.0 - extent[..., 2:]  # [m, K, 2] largest allowed x, y
+        u = torch.rand(todo.shape[0], proposals, slots, 2, generator=generator)
+        tries = low[:, None] + u * (high - low)[:, None]  # [m, P, K, 2]
+        distance = (tries[:, :, :, None] - tries[:, :, None, :]).norm(dim=-1)  # [m, P, K, K]
+        reach = _SHAPE_REACH[shape[todo].clamp(min=0)] * radius  # [m, K]
+        needed = 0.9 * (reach[:, :, None] + reach[:, None, :])  # [m, K, K]
+        apart = (distance >= needed[:, None]) | ~pair_present[todo, None]  # [m, P, K, K]
+        valid = apart.flatten(2).all(dim=2)  # [m, P]
+        if slots >= 2:  # objects 0 and 1 must differ clearly more along one axis than the other
+            offset = (tries[:, :, 0] - tries[:, :, 1]).abs()  # [m, P, 2]
+            clear = (offset.max(dim=-1).values - offset.min(dim=-1).values) >= relation_margin
+            valid &= clear | (count[todo] < 2)[:, None]
+        found = valid.any(dim=1)
+        first = valid.float().argmax(dim=1)
+        chosen = tries[torch.arange(todo.shape[0]), first]  # [m, K, 2]
+        centre[todo[found]] = chosen[found]
+        todo = todo[~found]
+        if todo.numel() == 0:
+            return centre * present[..., None], size
+    raise ValueError(
+        f"could not place {int(count.max())} objects without overlap in {image_size}x{image_size} images; "
+        "use a larger image_size or fewer objects"
+    )
+
+
+def _boxes(centre: torch.Tensor, shape: torch.Tensor, size: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Tight boxes (x0, y0, x1, y1) [N, K, 4] from centres, shapes and sizes."""
+    radius = _radius_pixels(size, image_size)  # [N, K]
+    extent = _SHAPE_EXTENT[shape.clamp(min=0)] * radius[..., None]  # [N, K, 4]
+    boxes = torch.cat([centre - extent[..., :2], centre + extent[..., 2:]], dim=-1)  # [N, K, 4]
+    return boxes * (shape >= 0)[..., None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering (vectorised over the batch)
+# ----------------------------------------------------------------------------------------------
+
+
+def _shape_distance(shape: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Signed distance (in radius units, negative inside) of one shape at local coordinates u, v."""
+    if shape == 0:  # circle
+        return torch.sqrt(u * u + v * v) - 1.0
+    if shape == 1:  # square
+        return torch.maximum(u.abs(), v.abs()) - _SQUARE_HALF_SIDE
+    if shape == 2:  # triangle pointing up (y grows downwards): three half-planes
+        slanted = _HALF_SQRT3 * u.abs() - 0.5 * v
+        return torch.maximum(v, slanted) - _TRIANGLE_INRADIUS
+    # cross: the union of a horizontal and a vertical bar
+    au, av = u.abs(), v.abs()
+    horizontal_bar = torch.maximum(au - 1.0, av - _CROSS_HALF_THICKNESS)
+    vertical_bar = torch.maximum(au - _CROSS_HALF_THICKNESS, av - 1.0)
+    return torch.minimum(horizontal_bar, vertical_bar)
+
+
+def _coverage(
+    centre: torch.Tensor, radius: torch.Tensor, shape: torch.Tensor, image_size: int, wrap: bool = False
+) -> torch.Tensor:
+    """Anti-aliased coverage [N, H, W] in [0, 1] of one object per image (shape -1: nothing)."""
+    n = centre.shape[0]
+    pixels = torch.arange(image_size, dtype=torch.float32) + 0.5
+    dx = pixels[None, None, :] - centre[:, 0, None, None]  # [N, 1, W]
+    dy = pixels[None, :, None] - centre[:, 1, None, None]  # [N, H, 1]
+    if wrap:  # the world is a torus: measure the shortest way round
+        dx = torch.remainder(dx + image_size / 2, image_size) - image_size / 2
+        dy = torch.remainder(dy + image_size / 2, image_size) - image_size / 2
+    u = dx / radius[:, None, None]
+    v = dy / radius[:, None, None]
+    alpha = torch.zeros(n, image_size, image_size)
+    for s in range(len(SHAPES)):
+        chosen = (shape == s).nonzero().flatten()
+        if chosen.numel() == 0:
+            continue
+        distance = _shape_distance(s, u[chosen], v[chosen])  # [n_s, H, W]
+        alpha[chosen] = (0.5 - distance * radius[chosen, None, None]).clamp(0.0, 1.0)
+    return alpha
+
+
+def _backgrounds(params: dict[str, torch.Tensor], image_size: int, enabled: bool) -> torch.Tensor:
+    """Dark tinted backgrounds with a soft linear gradient: [N, 3, H, W]."""
+    n = params["tint"].shape[0]
+    if not enabled:
+        return torch.zeros(n, 3, image_size, image_size)
+    ramp = (torch.arange(image_size, dtype=torch.float32) + 0.5) / image_size - 0.5  # [W]
+    along = params["cos"][:, None, None] * ramp[None, None, :] + params["sin"][:, None, None] * ramp[:, None]
+    gradient = params["gradient"][:, None, None] * along  # [N, H, W]
+    return (params["tint"][:, :, None, None] + gradient[:, None]).clamp(0.0, 1.0)  # [N, 3, H, W]
+
+
+def _background_params(n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random tint, gradient direction and gradient strength per image."""
+    angle = torch.rand(n, generator=generator) * 2 * math.pi
+    return {
+        "tint": 0.04 + 0.16 * torch.rand(n, 3, generator=generator),
+        "cos": torch.cos(angle),
+        "sin": torch.sin(angle),
+        "gradient": 0.15 * torch.rand(n, generator=generator),
+    }
+
+
+def _compose(
+    background: torch.Tensor,
+    centre: torch.Tensor,
+    radius: torch.Tensor,
+    shape: torch.Tensor,
+    rgb: torch.Tensor,
+    wrap: bool = False,
+) -> torch.Tensor:
+    """Paint K objects (in slot order) over backgrounds [N, 3, H, W]; rgb is [N, K, 3]."""
+    images = background.clone()
+    image_size = background.shape[-1]
+    for k in range(shape.shape[1]):  # a loop over object slots (at most 4), not over images
+        alpha = _coverage(centre[:, k], radius[:, k], shape[:, k], image_size, wrap)[:, None]  # [N, 1, H, W]
+        images.lerp_(rgb[:, k, :, None, None].expand_as(images), alpha)  # images += alpha * (rgb - images)
+    return images
+
+
+def _add_noise(images: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
+    if noise > 0:
+        images.add_(torch.randn(images.shape, generator=generator), alpha=noise)
+    return images.clamp_(0.0, 1.0)
+
+
+def _object_rgb(colour: torch.Tensor, jitter: float, generator: torch.Generator) -> torch.Tensor:
+    """RGB [N, K, 3] of every object, with a little per-object jitter."""
+    table = torch.tensor([COLOUR_RGB[c] for c in COLOURS])
+    rgb = table[colour.clamp(min=0)]
+    if jitter > 0:
+        rgb = rgb + jitter * (2 * torch.rand(rgb.shape, generator=generator) - 1)
+    return rgb.clamp(0.0, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Captions
+# ----------------------------------------------------------------------------------------------
+
+
+def _bare(phrase: str) -> str:
+    return re.sub(r"^an? ", "", phrase)
+
+
+def _partial_phrase(colour: int, shape: int, size: int, rng: np.random.Generator) -> str:
+    """Words for one object with a random subset of its attributes (always true, never empty)."""
+    keep_colour, keep_shape, keep_size = rng.random(3) < (0.6, 0.7, 0.3)
+    if not keep_colour and not keep_shape:
+        keep_colour = bool(rng.random() < 0.5)
+        keep_shape = not keep_colour
+    if not keep_shape and rng.random() < 0.5:
+        adjectives = ([SIZES[size]] if keep_size else []) + [COLOURS[colour]]
+        return "something " + " and ".join(adjectives)
+    return _phrase(
+        colour if keep_colour else None, shape if keep_shape else None, size if keep_size else None
+    )
+
+
+def caption_for(
+    batch: ShapesBatch, i: int, style: str = "full", rng: np.random.Generator | None = None
+) -> str:
+    """A caption of image `i` that is true for it, in one of CAPTION_STYLES.
+
+    full: every attribute, the relation of the first two objects, and the rest after "with".
+    partial: a random subset of attributes. varied: the full content in one of several phrasings.
+    """
+    _check_choice("caption_style", style, CAPTION_STYLES)
+    count = int(batch.count[i])
+    labels = [(int(batch.colour[i, k]), int(batch.shape[i, k]), int(batch.size[i, k])) for k in range(count)]
+    relation = int(_relation_of(batch.centre[i, 0], batch.centre[i, 1])) if count >= 2 else -1
+    return _caption_text(labels, relation, style, rng if rng is not None else np.random.default_rng(0))
+
+
+def _caption_text(
+    labels: list[tuple[int, int, int]], relation: int, style: str, rng: np.random.Generator
+) -> str:
+    """The caption of one image from its (colour, shape, size) labels and the relation of objects 0 and 1."""
+    if style == "partial":
+        phrases = [_partial_phrase(c, s, z, rng) for c, s, z in labels]
+    elif style == "varied":
+        phrases = [_phrase(c, s, z if rng.random() < 0.7 else None) for c, s, z in labels]
+    else:
+        phrases = [_phrase(c, s, z) for c, s, z in labels]
+    text = phrases[0]
+    if len(labels) >= 2:
+        if style == "partial" and rng.random() < 0.4:
+            text = f"{phrases[0]} and {phrases[1]}"
+        else:
+            said = RELATIONS[relation]
+            if style == "varied":
+                said = _RELATION_SYNONYMS[said][int(rng.integers(3))]
+            text = f"{phrases[0]} {said} {phrases[1]}"
+        if len(labels) >= 3:
+            text += ", with " + " and ".join(phrases[2:])
+    if style == "varied":
+        template = _VARIED_TEMPLATES[int(rng.integers(len(_VARIED_TEMPLATES)))]
+        text = template.format(p=text, bare=_bare(text))
+    return text
+
+
+def _captions(batch: ShapesBatch, style: str, seed: int) -> list[str]:
+    """Captions of every image (labels read once as Python lists: much faster than tensor indexing)."""
+    rng = np.random.default_rng([seed, 101])
+    colour, shape, size = batch.colour.tolist(), batch.shape.tolist(), batch.size.tolist()
+    count, relation = batch.count.tolist(), batch.relation.tolist()
+    captions = []
+    for i in range(len(batch)):
+        labels = list(zip(colour[i][: count[i]], shape[i][: count[i]], size[i][: count[i]], strict=True))
+        captions.append(_caption_text(labels, relation[i], style, rng))
+    return captions
+
+
+# ----------------------------------------------------------------------------------------------
+# The generator
+# ----------------------------------------------------------------------------------------------
+
+
+def generate(
+    n: int,
+    *,
+    seed: int = 0,
+    image_size: int = 32,
+    min_objects: int = 1,
+    max_objects: int = 1,
+    split: str = "all",
+    holdout: Sequence[tuple[str, str]] = DEFAULT_HOLDOUT,
+    noise: float = 0.03,
+    background: bool = True,
+    caption_style: str = "full",
+) -> ShapesBatch:
+    """Generate `n` Shapes-world images with labels and captions, deterministically from `seed`.
+
+    Args:
+        n: number of images.
+        seed: the same seed always gives the same batch (on any machine, CPU tensors).
+        image_size: side in pixels, 16 to 128.
+        min_objects, max_objects: objects per image, drawn uniformly in this range (1 to 4). When
+            large objects do not fit (3-4 objects in a small image) the image's objects are made small,
+            so with many objects "small" is somewhat more common than "large".
+        split: "train" never shows a held-out (colour, shape) pair; "test" makes the first object
+            of every image a held-out pair (the others are free); "all" shows anything.
+        holdout: the held-out (colour, shape) pairs.
+        noise: standard deviation of the Gaussian pixel noise.
+        background: a dark random tint with a soft gradient (False: plain black).
+        caption_style: "full", "partial" or "varied" (see caption_for).
+    Returns:
+        A ShapesBatch; images are float32 [n, 3, image_size, image_size] in [0, 1].
+    """
+    n = _check_count("n", n)
+    image_size = _check_image_size(image_size)
+    min_objects = _check_count("min_objects", min_objects)
+    max_objects = _check_count("max_objects", max_objects)
+    if not min_objects <= max_objects <= MAX_OBJECTS:
+        raise ValueError(
+            f"need 1 <= min_objects <= max_objects <= {MAX_OBJECTS} (each object has its own shape); "
+            f"got min_objects={min_objects}, max_objects={max_objects}"
+        )
+    _check_choice("split", split, SPLITS)
+    _check_choice("caption_style", caption_style, CAPTION_STYLES)
+    if not 0 <= noise <= 1:
+        raise ValueError(f"noise is a pixel standard deviation between 0 and 1, got {noise}")
+    held = holdout_table(holdout)
+    if split == "test" and not held.any():
+        raise ValueError("split='test' shows held-out pairs, but the holdout is empty")
+    if split == "train" and held.all():
+        raise ValueError("split='train' avoids held-out pairs, but every pair is held out")
+
+    generator = torch.Generator().manual_seed(seed)
+    count = torch.randint(min_objects, max_objects + 1, (n,), generator=generator)  # [N]
+    colour, shape = _sample_identities(count, max_objects, split, held, generator)  # [N, K] each
+    size = torch.randint(0, len(SIZES), (n, max_objects), generator=generator)  # [N, K]
+    centre, size = _place_objects(shape, size, count, image_size, generator)  # [N, K, 2], [N, K]
+    absent = torch.arange(max_objects) >= count[:, None]  # [N, K]
+    colour, shape, size = (t.masked_fill(absent, -1) for t in (colour, shape, size))
+    rgb = _object_rgb(colour, 0.04 if background else 0.0, generator)  # [N, K, 3]
+    background_params = _background_params(n, generator)
+
+    images = torch.empty(n, 3, image_size, image_size)
+    for start in range(0, n, _RENDER_CHUNK):  # small chunks stay in cache; the work inside is vectorised
+        part = slice(start, start + _RENDER_CHUNK)
+        canvas = _backgrounds({k: v[part] for k, v in background_params.items()}, image_size, background)
+        radius = _radius_pixels(size[part], image_size)
+        painted = _compose(canvas, centre[part], radius, shape[part], rgb[part])  # [n_c, 3, H, W]
+        images[part] = _add_noise(painted, noise, generator)
+    relation = _relation_of(centre[:, 0], centre[:, 1]) if max_objects > 1 else torch.zeros(n).long()
+    batch = ShapesBatch(
+        images=images,
+        colour=colour,
+        shape=shape,
+        size=size,
+        centre=centre,
+        boxes=_boxes(centre, shape, size, image_size),
+        count=count,
+        captions=[],
+        relation=torch.where(count >= 2, relation, -1),
+    )
+    batch.captions = _captions(batch, caption_style, seed)
+    return batch
+
+
+def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 1, pad_value: float = 1.0) -> torch.Tensor:
+    """Tile images [N, 3, H, W] into one picture [3, H', W'] (a torchvision-free make_grid)."""
+    n, channels, height, width = images.shape
+    rows = math.ceil(n / nrow)
+    grid = torch.full(
+        (channels, rows * (height + padding) + padding, nrow * (width + padding) + padding), pad_value
+    )
+    for i in range(n):
+        top, left = padding + (i // nrow) * (height + padding), padding + (i % nrow) * (width + padding)
+        grid[:, top : top + height, left : left + width] = images[i]
+    return grid
+
+
+# ----------------------------------------------------------------------------------------------
+# Questions and answers (VQA, hallucination probes)
+# ----------------------------------------------------------------------------------------------
+
+
+def _balanced_flags(n: int, rng: np.random.Generator) -> np.ndarray:
+    """n booleans, half True (one more when n is odd, chosen at random), in random order."""
+    flags = np.arange(n) < (n + int(rng.integers(2))) // 2
+    return rng.permutation(flags)
+
+
+def _absent_pair(present: set[tuple[int, int]], rng: np.random.Generator) -> tuple[int, int]:
+    """A (colour, shape) not in the image; half the time one that shares an attribute with an object."""
+    absent = [pair for pair in np.ndindex(len(COLOURS), len(SHAPES)) if pair not in present]
+    tricky = [p for p in absent if any(p[0] == q[0] or p[1] == q[1] for q in present)]
+    pool = tricky if tricky and rng.random() < 0.5 else absent
+    return pool[int(rng.integers(len(pool)))]
+
+
+def questions(
+    batch: ShapesBatch,
+    *,
+    seed: int = 0,
+    kinds: Sequence[str] = ("colour", "shape", "count", "relation", "exists"),
+) -> list[dict[str, Any]]:
+    """Questions with one-word answers about every image, one per kind (relation: images with >= 2 objects).
+
+    Answers are a colour, a shape, a size, a digit ("1".."4"), or "yes"/"no". The yes/no kinds
+    ("relation", "exists") are balanced: half "yes", half "no". "exists" asks about absent objects
+    for its "no" answers (half of those share a colour or a shape with an object in the image), which
+    makes it a POPE-style hallucination probe. Returns dicts with image_index, question, answer, kind.
+    """
+    for kind in kinds:
+        _check_choice("question kind", kind, QUESTION_KINDS)
+    rng = np.random.default_rng([seed, 202])
+    n = len(batch)
+    with_pairs = [i for i in range(n) if int(batch.count[i]) >= 2]
+    say_yes = {
+        "exists": dict(zip(range(n), _balanced_flags(n, rng), strict=True)),
+        "relation": dict(zip(with_pairs, _balanced_flags(len(with_pairs), rng), strict=True)),
+    }
+    asked = []
+    for i in range(n):
+        objects = batch.objects(i)
+        for kind in kinds:
+            qa = _question(kind, i, objects, batch, say_yes, rng)
+            if qa is not None:
+                asked.append({"image_index": i, "question": qa[0], "answer": qa[1], "kind": kind})
+    return asked
+
+
+def _question(
+    kind: str, i: int, objects: list[dict[str, Any]], batch: ShapesBatch,
+    say_yes: dict[str, dict[int, bool]], rng: np.random.Generator,
+) -> tuple[str, str] | None:
+    """One (question, answer) of a kind about image i, or None when the kind does not apply."""
+    target = objects[int(rng.integers(len(objects)))]
+    if kind == "colour":
+        return f"what colour is the {target['shape']}?", target["colour"]
+    if kind == "shape":
+        return f"what shape is the {target['colour']} object?", target["shape"]
+    if kind == "size":
+        return f"is the {target['colour']} {target['shape']} small or large?", target["size"]
+    if kind == "count":
+        return "how many objects are there?", str(len(objects))
+    if kind == "exists":
+        if say_yes["exists"][i]:
+            return f"is there {describe(target['colour'], target['shape'])}?", "yes"
+        present = {(colour_index(o["colour"]), shape_index(o["shape"])) for o in objects}
+        colour, shape = _absent_pair(present, rng)
+        return f"is there {describe(colour, shape)}?", "no"
+    if len(objects) < 2:  # relation
+        return None
+    first, second = (0, 1) if rng.random() < 0.5 else (1, 0)
+    relation = RELATIONS[int(_relation_of(batch.centre[i, first], batch.centre[i, second]))]
+    asked = relation if say_yes["relation"][i] else _OPPOSITE_RELATION[relation]
+    a, b = objects[first], objects[second]
+    answer = "yes" if asked == relation else "no"
+    return f"is the {a['colour']} {a['shape']} {asked} the {b['colour']} {b['shape']}?", answer
+
+
+# ----------------------------------------------------------------------------------------------
+# A noisy web-like corpus (chapter 8)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WebCorpus:
+    """A web-like image-text corpus with the faults real ones have, each item labelled with its fault.
+
+    kind is one of WEB_KINDS: "clean" (alt text = true caption), "generic" ("click here"), "wrong"
+    (another item's caption), "duplicate" (an exact or near copy of item duplicate_of), "flagged" (an
+    unsafe-marked image: a black-and-white checker flag is drawn in a corner) and "odd_aspect" (a banner
+    or a tower, stretched from the scene). Images are a list because their shapes differ.
+    """
+
+    images: list[torch.Tensor]  # each float [3, H, W] in [0, 1]
+    alt_text: list[str]
+    true_caption: list[str]
+    kind: list[str]
+    duplicate_of: list[int]  # index of the original for duplicates, -1 otherwise
+    flagged: list[bool]
+    aspect: list[float]  # width / height
+    colour: torch.Tensor  # long [N, K] scene labels, as in ShapesBatch
+    shape: torch.Tensor  # long [N, K]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def counts(self) -> dict[str, int]:
+        """How many items of each kind."""
+        return {kind: self.kind.count(kind) for kind in WEB_KINDS}
+
+
+def _draw_flag(image: torch.Tensor, corner: int) -> torch.Tensor:
+    """A black-and-white checker patch (the 'unsafe' mark) in one corner of a [3, H, W] image."""
+    side = image.shape[-1]
+    patch = max(6, side // 4)
+    cell = max(1, patch // 4)
+    rows = torch.arange(patch)[:, None] // cell
+    cols = torch.arange(patch)[None, :] // cell
+    checker = ((rows + cols) % 2).float()  # [patch, patch]
+    top = 1 if corner in (0, 1) else side - patch - 1
+    left = 1 if corner in (0, 2) else side - patch - 1
+    flagged = image.clone()
+    flagged[:, top : top + patch, left : left + patch] = checker
+    return flagged
+
+
+def web_corpus(n: int, *, seed: int = 0, image_size: int = 32) -> WebCorpus:
+    """A noisy web-like corpus of n Shapes scenes: 50% clean, 15% generic, 15% wrong, 10% duplicate,
+    5% flagged and 5% odd aspect ratio (counts rounded down, the rest clean), shuffled."""
+    n = _check_count("n", n)
+    image_size = _check_image_size(image_size)
+    scenes = generate(n, seed=seed, image_size=image_size, min_objects=1, max_objects=2)
+    rng = np.random.default_rng([seed, 303])
+    generator = torch.Generator().manual_seed(seed + 303)
+    kinds = _web_kinds(n, rng)
+    images = list(scenes.images)
+    alt_text = list(scenes.captions)
+    true_caption = list(scenes.captions)
+    duplicate_of = [-1] * n
+    aspect = [1.0] * n
+    clean = [i for i in range(n) if kinds[i] == "clean"]
+    originals = rng.permutation(clean)
+    duplicates = [i for i in range(n) if kinds[i] == "duplicate"]
+    for i, original in zip(duplicates, originals, strict=False):
+        original = int(original)
+        duplicate_of[i] = original
+        copy = scenes.images[original]
+        if rng.random() < 0.5:  # a near duplicate: re-encoded, slightly brighter or darker
+            shift = float(rng.uniform(-0.03, 0.03))
+            copy = (copy + shift + 0.02 * torch.randn(copy.shape, generator=generator)).clamp(0, 1)
+        images[i] = copy.clone()
+        alt_text[i] = true_caption[i] = scenes.captions[original]
+    for i in range(n):
+        if kinds[i] == "generic":
+            alt_text[i] = GENERIC_ALT_TEXTS[int(rng.integers(len(GENERIC_ALT_TEXTS)))]
+        elif kinds[i] == "wrong":
+            alt_text[i] = _another_caption(i, scenes.captions, rng)
+        elif kinds[i] == "flagged":
+            images[i] = _draw_flag(images[i], int(rng.integers(4)))
+        elif kinds[i] == "odd_aspect":
+            height, width = (max(8, round(d * image_size / 32)) for d in _ODD_ASPECTS[int(rng.integers(4))])
+            images[i] = F.interpolate(images[i][None], size=(height, width), mode="bilinear",
+                                      align_corners=False)[0].clamp(0, 1)
+            aspect[i] = width / height
+    return WebCorpus(
+        images=images, alt_text=alt_text, true_caption=true_caption, kind=kinds,
+        duplicate_of=duplicate_of, flagged=[k == "flagged" for k in kinds], aspect=aspect,
+        colour=scenes.colour, shape=scenes.shape,
+    )
+
+
+def _web_kinds(n: int, rng: np.random.Generator) -> list[str]:
+    """The kind of every item: counts from WEB_PROPORTIONS (rounded down, rest clean), shuffled."""
+    counts = {kind: int(WEB_PROPORTIONS[kind] * n) for kind in WEB_KINDS if kind != "clean"}
+    counts["clean"] = n - sum(counts.values())
+    kinds = [kind for kind in WEB_KINDS for _ in range(counts[kind])]
+    return [kinds[j] for j in rng.permutation(n)]
+
+
+def _another_caption(i: int, captions: list[str], rng: np.random.Generator) -> str:
+    """The caption of another item, different from caption i when the corpus allows it."""
+    if len(captions) == 1:
+        return "a blue sky over the sea"
+    for _ in range(20):
+        j = int(rng.integers(len(captions)))
+        if j != i and captions[j] != captions[i]:
+            return captions[j]
+    return "a blue sky over the sea"
+
+
+# ----------------------------------------------------------------------------------------------
+# Motion clips (chapter 6)
+# ----------------------------------------------------------------------------------------------
+
+_DIRECTION_STEP = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])  # (dx, dy) per direction
+
+
+@dataclass
+class MotionBatch:
+    """Short clips of one shape moving in a straight line across a wrap-around world."""
+
+    videos: torch.Tensor  # float [N, T, 3, H, W] in [0, 1]
+    direction: torch.Tensor  # long [N], index into DIRECTIONS
+    speed: torch.Tensor  # float [N], pixels per frame
+    colour: torch.Tensor  # long [N]
+    shape: torch.Tensor  # long [N]
+    size: torch.Tensor  # long [N]
+    centres: torch.Tensor  # float [N, T, 2], (x, y) in pixels, wrapped into [0, image_size)
+    captions: list[str]
+
+    def __len__(self) -> int:
+        return self.videos.shape[0]
+
+    def to(self, device: torch.device | str) -> MotionBatch:
+        """A copy with every tensor on `device`."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(self, **{k: v.to(device) for k, v in values.items() if isinstance(v, torch.Tensor)})
+
+    def subset(self, index: int | slice | Sequence[int] | torch.Tensor) -> MotionBatch:
+        """The clips at `index` with their labels."""
+        positions = _normalise_index(index, len(self))
+        values: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            is_tensor = isinstance(value, torch.Tensor)
+            values[f.name] = value[positions.to(value.device)] if is_tensor else [value[i] for i in positions]
+        return MotionBatch(**values)
+
+
+def motion_clips(
+    n: int, *, frames: int = 8, seed: int = 0, image_size: int = 32, noise: float = 0.03
+) -> MotionBatch:
+    """n clips of `frames` frames; one shape moves left, right, up or down at 1-2 pixels per frame
+    (scaled with image_size).
+
+    The world wraps around (an object leaving on the right comes back on the left) and the start is
+    uniform over the image, so every single frame has the same position distribution whatever the
+    direction: one frame says nothing about the direction. A bag of frames (per-frame features pooled
+    over time) tells the axis (horizontal or vertical) from the spread of positions but never the
+    sign, left from right or up from down: that needs the order of the frames.
+    """
+    n = _check_count("n", n)
+    frames = _check_count("frames", frames, minimum=2)
+    image_size = _check_image_size(image_size)
+    generator = torch.Generator().manual_seed(seed)
+    direction = torch.randint(0, len(DIRECTIONS), (n,), generator=generator)
+    speed = (1.0 + torch.rand(n, generator=generator)) * image_size / 32
+    colour = torch.randint(0, len(COLOURS), (n,), generator=generator)
+    shape = torch.randint(0, len(SHAPES), (n,), generator=generator)
+    size = torch.randint(0, len(SIZES), (n,), generator=generator)
+    start = torch.rand(n, 2, generator=generator) * image_size  # [N, 2]
+    steps = torch.arange(frames, dtype=torch.float32)  # [T]
+    travel = _DIRECTION_STEP[direction] * speed[:, None]  # [N, 2] pixels per frame
+    unwrapped = start[:, None] + steps[None, :, None] * travel[:, None]  # [N, T, 2]
+    centres = torch.remainder(unwrapped, image_size)  # [N, T, 2]
+    rgb = _object_rgb(colour[:, None], 0.04, generator)  # [N, 1, 3]
+    canvas = _backgrounds(_background_params(n, generator), image_size, True)  # [N, 3, H, W]
+
+    def per_frame(t: torch.Tensor) -> torch.Tensor:  # [N, ...] -> [N * T, ...], clip-major
+        return t.repeat_interleave(frames, dim=0)
+
+    painted = _compose(
+        per_frame(canvas),
+        centres.reshape(n * frames, 1, 2),
+        per_frame(_radius_pixels(size, image_size)[:, None]),
+        per_frame(shape[:, None]),
+        per_frame(rgb),
+        wrap=True,
+    )  # [N * T, 3, H, W]
+    videos = _add_noise(painted, noise, generator).reshape(n, frames, 3, image_size, image_size)
+    captions = [
+        f"{describe(int(c), int(s), int(z))} moving {DIRECTIONS[int(d)]}"
+        for c, s, z, d in zip(colour, shape, size, direction, strict=True)
+    ]
+    return MotionBatch(videos, direction, speed, colour, shape, size, centres, captions)
+
+
+# ----------------------------------------------------------------------------------------------
+# Hugging Face datasets, and the speed benchmark
+# ----------------------------------------------------------------------------------------------
+
+
+def to_pil(image: torch.Tensor) -> Any:
+    """One image [3, H, W] in [0, 1] as a PIL image."""
+    from PIL import Image
+
+    array = (image.detach().cpu().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()  # [H, W, 3]
+    return Image.fromarray(array)
+
+
+def to_hf_dataset(batch: ShapesBatch) -> Any:
+    """The batch as a `datasets.Dataset` with columns image (PIL), caption, colour, shape, size, count.
+
+    colour, shape and size are lists of names, one per object in the image (length `count`).
+    """
+    try:
+        import datasets  # lazy: only this function needs the optional `datasets` library
+    except ImportError as error:
+        raise ImportError("to_hf_dataset needs Hugging Face `datasets`: pip install datasets") from error
+
+    names = ("image", "caption", "colour", "shape", "size", "count")
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    for i in range(len(batch)):
+        objects = batch.objects(i)
+        columns["image"].append(to_pil(batch.images[i]))
+        columns["caption"].append(batch.captions[i])
+        for key in ("colour", "shape", "size"):
+            columns[key].append([o[key] for o in objects])
+        columns["count"].append(int(batch.count[i]))
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "caption": datasets.Value("string"),
+            "colour": datasets.Sequence(datasets.Value("string")),
+            "shape": datasets.Sequence(datasets.Value("string")),
+            "size": datasets.Sequence(datasets.Value("string")),
+            "count": datasets.Value("int64"),
+        }
+    )
+    return datasets.Dataset.from_dict(columns, features=features)
+
+
+def benchmark(
+    n: int = 20_000, *, image_size: int = 32, max_objects: int = 1, threads: int = 1, repeats: int = 3
+) -> float:
+    """Images generated per second (best of `repeats`) with `threads` torch threads, captions included."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        best = math.inf
+        for repeat in range(repeats):
+            started = time.perf_counter()
+            generate(n, seed=repeat, image_size=image_size, max_objects=max_objects)
+            best = min(best, time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(previous)
+    return n / best
+
+
+if __name__ == "__main__":
+    for objects in (1, 3):
+        rate = benchmark(max_objects=objects)
+        print(f"Shapes world: {rate:,.0f} images/s (32x32, up to {objects} object(s), 1 CPU thread)")
