@@ -78,6 +78,8 @@ CH01_WRONG = {
     ],
     "1.3": [
         (lambda: {"CLIP": ("late", "contrastive")}, "missing"),
+        (lambda: {m: ("contrastive", "late") for m in ("CLIP", "Flamingo", "LLaVA", "Chameleon", "VisualBERT")},
+         "order swapped"),
         (lambda: {m: ("early", "generative") for m in ("CLIP", "Flamingo", "LLaVA", "Chameleon", "VisualBERT")},
          "placements are off"),
         (lambda: {m: ("late-ish", "contrastive") for m in ("CLIP", "Flamingo", "LLaVA", "Chameleon",
@@ -101,3 +103,5 @@ def test_chapter1_wrong_answers_are_explained(key):
         result = exercise.check(wrong)
         assert result.status == INCORRECT, f"{key}: a wrong answer passed"
         assert words.lower() in str(result).lower(), f"{key}: expected '{words}' in:\n{result}"
+        if key == "1.3":
+            assert "('middle', 'generative')" not in str(result), "a wrong answer must not reveal the key"

@@ -9,6 +9,7 @@ import platform
 import random
 import socket
 import sys
+import threading
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ def describe_device(device: torch.device) -> str:
         return f"GPU: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":
         return "Apple GPU (MPS)"
-    return f"CPU ({os.cpu_count()} cores) - no GPU found; every lesson still runs, a little slower"
+    return f"CPU ({os.cpu_count()} cores): no GPU found; every lesson still runs"
 
 
 def versions() -> dict[str, str]:
@@ -80,11 +81,20 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     for switch in ("HF_HUB_OFFLINE", "MMBOOK_OFFLINE"):
         if os.environ.get(switch, "").lower() in ("1", "true", "yes"):
             return False
-    try:
-        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    answers: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+                answers.append(True)
+        except OSError:
+            answers.append(False)
+
+    # A thread bounds the whole check: the socket timeout does not cover a slow DNS look-up.
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(answers and answers[0])
 
 
 def setup(chapter: int, seed: int = 0, quiet: bool = False) -> torch.device:
@@ -92,7 +102,8 @@ def setup(chapter: int, seed: int = 0, quiet: bool = False) -> torch.device:
     seed_everything(seed)
     device = pick_device()
     if not quiet:
-        libs = ", ".join(f"{k} {v}" for k, v in versions().items())
+        libs = [f"{name} {version}" for name, version in versions().items()]
         print(f"Chapter {chapter} | seed {seed} | {describe_device(device)}")
-        print(f"Versions: {libs}")
+        print("Versions:", ", ".join(libs[:4]))
+        print("         ", ", ".join(libs[4:]))
     return device

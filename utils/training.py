@@ -39,17 +39,23 @@ class History:
         """The last logged loss (nan when nothing was logged)."""
         return self.losses[-1] if self.losses else float("nan")
 
-    def summary(self) -> str:
-        """One line, e.g. 'training: 300 steps, 2.1 s, 36,571 samples/s, final loss 0.0421'."""
-        return (
-            f"{self.desc}: {self.steps:,} steps, {self.seconds:.1f} s, "
-            f"{self.samples_per_second:,.0f} samples/s, final loss {self.final_loss:.4f}"
-        )
+    def summary(self, timing: bool = True) -> str:
+        """One line, e.g. 'training: 300 steps, 2.1 s, 36,571 samples/s, final loss 0.0421'.
+
+        With timing=False the line leaves out seconds and throughput, which change on every run.
+        """
+        speed = f"{self.seconds:.1f} s, {self.samples_per_second:,.0f} samples/s, " if timing else ""
+        return f"{self.desc}: {self.steps:,} steps, {speed}final loss {self.final_loss:.4f}"
+
+
+def executing_for_the_book() -> bool:
+    """True when the book's tooling runs the notebook to store its outputs (MMBOOK_EXECUTE=1)."""
+    return os.environ.get("MMBOOK_EXECUTE", "").strip().lower() in ("1", "true", "yes")
 
 
 def show_progress_bar() -> bool:
     """Whether to draw a progress bar: in a live notebook or terminal, not when the book executes."""
-    if os.environ.get("MMBOOK_EXECUTE", "").strip().lower() in ("1", "true", "yes"):
+    if executing_for_the_book():
         return False
     try:
         from IPython import get_ipython
@@ -168,7 +174,8 @@ def fit(
         samples_per_second=total * batch / max(seconds, 1e-9), logged_steps=logged, desc=desc,
     )
     if verbose:
-        print(history.summary())
+        # Stored outputs (the book executing) stay identical from run to run: no timings there.
+        print(history.summary(timing=not executing_for_the_book()))
     return history
 
 

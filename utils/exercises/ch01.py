@@ -36,8 +36,8 @@ cosine_similarity = Exercise(
     cases=_cosine_cases,
     hints=[
         "Cosine similarity is the dot product of two vectors after each is scaled to length 1.",
-        "Scale every row: a / a.norm(dim=-1, keepdim=True), the same for b.",
-        "With both batches normalised, one matrix product gives every pair: a_unit @ b_unit.T -> [N, M].",
+        "Each ROW is one vector. tensor.norm(dim=-1, keepdim=True) gives every row's length as [N, 1].",
+        "With both batches scaled to unit rows, one matrix product gives every pair: [N, D] @ [D, M] -> [N, M].",
     ],
     mistakes=[
         Mistake("forgot to normalise", "You returned raw dot products; long vectors score high whatever "
@@ -57,19 +57,21 @@ cosine_similarity = Exercise(
 def _recall_cases() -> list[Case]:
     # Row q holds the scores of query q against 4 gallery items; true_index[q] is its partner.
     similarity = torch.tensor([
-        [0.9, 0.1, 0.3, 0.2],   # partner 0 ranks 1st
-        [0.2, 0.4, 0.8, 0.1],   # partner 1 ranks 2nd
-        [0.7, 0.6, 0.5, 0.0],   # partner 2 ranks 3rd
+        [0.9, 0.1, 0.3, 0.2, 0.0],   # partner 0 ranks 1st
+        [0.2, 0.1, 0.8, 0.7, 0.3],   # partner 2 ranks 1st
+        [0.1, 0.4, 0.6, 0.7, 0.0],   # partner 3 ranks 1st
+        [0.7, 0.6, 0.5, 0.0, 0.2],   # partner 1 ranks 2nd
+        [0.9, 0.6, 0.8, 0.7, 0.5],   # partner 4 ranks 5th
     ])
-    true_index = torch.tensor([0, 1, 2])
+    true_index = torch.tensor([0, 2, 3, 1, 4])
     generator = torch.Generator().manual_seed(5)
     big = torch.randn(50, 80, generator=generator)
     big_true = torch.randint(0, 80, (50,), generator=generator)
     ranks = (big > big.gather(1, big_true[:, None])).sum(dim=1)  # how many items beat the partner
     return [
-        Case(inputs=(similarity, true_index, 1), expected=1 / 3, label="3 queries, K=1 (only query 0 hits)"),
-        Case(inputs=(similarity, true_index, 2), expected=2 / 3, label="3 queries, K=2"),
-        Case(inputs=(similarity, true_index, 3), expected=1.0, label="3 queries, K=3"),
+        Case(inputs=(similarity, true_index, 1), expected=3 / 5, label="5 queries, K=1 (three hit)"),
+        Case(inputs=(similarity, true_index, 2), expected=4 / 5, label="5 queries, K=2"),
+        Case(inputs=(similarity, true_index, 5), expected=1.0, label="5 queries, K=5 (everything is in the top 5)"),
         Case(inputs=(big, big_true, 5), expected=(ranks < 5).float().mean().item(),
              label="50 random queries over 80 items, K=5"),
     ]
@@ -85,6 +87,15 @@ def _recall_count(similarity, true_index, k):
     return (top == true_index[:, None]).any(dim=1).sum().item()
 
 
+def _recall_ignoring_k(similarity, true_index, k):
+    return (similarity.argmax(dim=1) == true_index).float().mean().item()
+
+
+def _recall_percent(similarity, true_index, k):
+    top = similarity.topk(k, dim=1).indices
+    return 100 * (top == true_index[:, None]).any(dim=1).float().mean().item()
+
+
 recall_at_k = Exercise(
     key="1.2",
     title="Recall@K for cross-modal retrieval",
@@ -93,13 +104,18 @@ recall_at_k = Exercise(
         "For each query (a row), find the K gallery items with the highest similarity, and ask whether "
         "the true partner is among them. Recall@K is the fraction of queries for which it is.",
         "similarity.topk(k, dim=1).indices gives a [Q, K] tensor of the best items per row.",
-        "Compare with true_index[:, None], take .any(dim=1), then the mean as a float.",
+        "Compare that with true_index reshaped to [Q, 1] (so it broadcasts along each row), ask whether any "
+        "entry of a row matches, and average over the queries.",
     ],
     mistakes=[
         Mistake("sorted in the wrong direction", "argsort is ascending: its first columns are the LEAST "
                 "similar items. Use topk, or argsort(descending=True).", _recall_ascending),
         Mistake("returned a count", "Recall@K is a fraction of queries (0 to 1), not the number of hits: "
                 "divide by the number of queries.", _recall_count),
+        Mistake("returned a percentage", "The check wants a fraction between 0 and 1; the book multiplies "
+                "by 100 only when it prints.", _recall_percent),
+        Mistake("ignored k", "Your result is the same for every k: it looks only at the single best item. "
+                "Take the k best items of each row.", _recall_ignoring_k),
     ],
     atol=1e-6,
 )
@@ -117,6 +133,11 @@ _TAXONOMY = {
 }
 
 
+def _taxonomy_feedback(got) -> str | None:
+    """A property check (so that a wrong answer never prints the answer key)."""
+    return _taxonomy_compare(_TAXONOMY, got)
+
+
 def _taxonomy_compare(expected: dict, got) -> str | None:
     if not isinstance(got, dict):
         return f"expected a dict from model name to (fusion, objective), got {type(got).__name__}"
@@ -129,21 +150,24 @@ def _taxonomy_compare(expected: dict, got) -> str | None:
         if not isinstance(given, (tuple, list)) or len(given) != 2:
             return f"{model}: expected a pair (fusion, objective), got {given!r}"
         fusion, objective = (str(part).strip().lower() for part in given)
+        if fusion in OBJECTIVES and objective in FUSION_TYPES:
+            return f"{model}: {given!r} has the order swapped; write (fusion, objective), e.g. ('late', ...)"
         if fusion not in FUSION_TYPES or objective not in OBJECTIVES:
             return (f"{model}: {given!r} uses a label outside the choices; fusion is one of {FUSION_TYPES}, "
                     f"objective one of {OBJECTIVES}")
-        if (fusion, objective) != answer:
-            wrong.append(f"{model}: you said ({fusion}, {objective}); think again about where the modalities "
-                         f"first meet and what the training target is")
+        if fusion != answer[0]:
+            wrong.append(f"{model}: the fusion type is off - where do its two token streams first meet?")
+        if objective != answer[1]:
+            wrong.append(f"{model}: the objective is off - what does its loss ask the model to do?")
     if wrong:
-        return f"{len(wrong)} of {len(expected)} placements are off:\n  " + "\n  ".join(wrong)
+        return f"{len(wrong)} of {2 * len(expected)} placements are off:\n  " + "\n  ".join(wrong)
     return None
 
 
 taxonomy_quiz = Exercise(
     key="1.3",
     title="Place five models by fusion type and pretraining objective",
-    cases=lambda: [Case(inputs=(), expected=dict(_TAXONOMY), label="the five models")],
+    cases=lambda: [Case(inputs=(), expected=_taxonomy_feedback, label="the five models")],
     hints=[
         "Fusion type is WHERE the modalities first interact: only in a final score (late), through "
         "cross-attention inside the network (middle), or as tokens of one input sequence (early).",
@@ -152,7 +176,6 @@ taxonomy_quiz = Exercise(
         "Exactly one model is late and one is masked; two of the early ones are generative. "
         "Flamingo's cross-attention layers sit between the layers of a frozen language model.",
     ],
-    compare=_taxonomy_compare,
 )
 
 # ---------------------------------------------------------------- 1.4 one alignment step
@@ -187,18 +210,23 @@ alignment_step = Exercise(
     title="One gradient step of a least-squares alignment",
     cases=_alignment_cases,
     hints=[
-        "The loss is L(W) = (1/N) sum_i ||x_i W - y_i||^2. Its gradient with respect to W is "
-        "(2/N) X^T (X W - Y), a matrix of the same shape as W.",
-        "residual = X @ W - Y  -> [N, d_out];  gradient = 2 / N * X.T @ residual  -> [d_in, d_out].",
-        "Gradient DESCENT moves against the gradient: W_new = W - lr * gradient. Return a new tensor.",
+        "Start with one pair: r = x_i W - y_i is a row vector, and ||r||^2 = r r^T. How does r change when "
+        "W changes? Differentiate r r^T with the chain rule.",
+        "For one pair the gradient is 2 x_i^T r_i, a [d_in, d_out] matrix like W. Average it over the N pairs "
+        "and write the sum as one matrix product of X^T with the residuals.",
+        "residual = X @ W - Y -> [N, d_out]; gradient = 2 / N * X.T @ residual -> [d_in, d_out]; "
+        "descent moves against it: W - lr * gradient.",
     ],
     mistakes=[
         Mistake("dropped the factor 2", "d/dW of a square brings down a 2: the gradient is (2/N) X^T(XW - Y).",
                 _step_with(1.0)),
         Mistake("summed instead of averaging", "The loss averages over the N pairs, so the gradient carries "
                 "1/N.", lambda w, x, y, lr: w - lr * 2 * x.T @ (x @ w - y)),
-        Mistake("stepped uphill", "That is gradient ascent: subtract lr * gradient, do not add it.",
-                _step_with(2.0, sign=-1.0)),
+        Mistake("flipped the sign", "Your step goes uphill: either the residual is Y - XW instead of XW - Y, "
+                "or lr * gradient is added instead of subtracted.", _step_with(2.0, sign=-1.0)),
+        Mistake("averaged over every entry", "F.mse_loss-style averaging divides by N * d_out; the loss here "
+                "averages over the N pairs only.",
+                lambda w, x, y, lr: w - lr * 2 / (x.shape[0] * y.shape[1]) * x.T @ (x @ w - y)),
     ],
     atol=1e-5,
 )
@@ -247,6 +275,12 @@ close_gap = Exercise(
                 _joint_centring),
         Mistake("centred only the images", "Both modalities have their own centroid; centre the texts too.",
                 lambda a, b: (F.normalize(a - a.mean(dim=0), dim=-1), b)),
+        Mistake("averaged along the wrong axis", "mean(dim=1) averages the coordinates of each vector; the "
+                "centroid averages the vectors, mean(dim=0).",
+                lambda a, b: (F.normalize(a - a.mean(dim=1, keepdim=True), dim=-1),
+                              F.normalize(b - b.mean(dim=1, keepdim=True), dim=-1))),
+        Mistake("normalised along the wrong axis", "Each ROW is one embedding: normalise with dim=-1.",
+                lambda a, b: (F.normalize(a - a.mean(dim=0), dim=0), F.normalize(b - b.mean(dim=0), dim=0))),
     ],
     atol=1e-5,
 )
