@@ -115,3 +115,14 @@ def test_hub_check_never_hangs_on_a_slow_lookup(monkeypatch, fresh_hub_check):
     start = time.perf_counter()
     assert runtime.hub_reachable(timeout=0.2) is False
     assert time.perf_counter() - start < 2
+
+
+def test_isolated_seed_repeats_inside_and_restores_outside():
+    runtime.seed_everything(1)
+    with runtime.isolated_seed(4):
+        inside = draw()
+    after = draw()
+    runtime.seed_everything(1)
+    with runtime.isolated_seed(4):
+        assert draw() == inside
+    assert draw() == after, "the caller's random stream must continue as if nothing happened"

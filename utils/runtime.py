@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import os
@@ -10,6 +11,7 @@ import random
 import socket
 import sys
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -32,6 +34,26 @@ def seed_everything(seed: int = 0, deterministic: bool = True) -> None:
         torch.backends.cudnn.deterministic = True
         # cuBLAS needs this workspace setting to be deterministic; harmless on CPU.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+@contextlib.contextmanager
+def isolated_seed(seed: int = 0) -> Iterator[None]:
+    """Seed Python, NumPy and torch for the block; give the caller's random states back afterwards.
+
+    Used where code must be reproducible without disturbing a notebook's own random stream
+    (grading a learner's function, training a model-zoo entry).
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
 def pick_device(prefer: str | None = None) -> torch.device:

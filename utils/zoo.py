@@ -22,16 +22,14 @@ came from the cache or was trained on the spot.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import hashlib
 import json
 import os
-import random
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +180,7 @@ def _load_cached(
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling errors come in many types; all mean "unreadable"
         raise CacheProblem(f"cache was corrupt (unreadable weights: {type(error).__name__})") from error
-    with isolated_seed(TRAIN_SEED):  # building draws initial weights: leave the caller's random state alone
+    with runtime.isolated_seed(TRAIN_SEED):  # building draws initial weights: leave the caller's random state alone
         model = build()
     try:
         model.load_state_dict(state)
@@ -233,7 +231,7 @@ def _build_and_train(
     device: torch.device,
 ) -> tuple[nn.Module, dict]:
     """Build and train under the zoo's seed; return the model and its metadata (without the checksum)."""
-    with isolated_seed(TRAIN_SEED):
+    with runtime.isolated_seed(TRAIN_SEED):
         model = build().to(device)
         start = time.perf_counter()
         metrics = train(model)
@@ -250,22 +248,6 @@ def _build_and_train(
         "seed": TRAIN_SEED,
     }
     return model, meta
-
-
-@contextlib.contextmanager
-def isolated_seed(seed: int) -> Iterator[None]:
-    """Seed Python, NumPy and torch for the block; give the caller's random states back afterwards."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
 
 
 def _jsonable(value: Any) -> Any:

@@ -28,16 +28,17 @@ import inspect
 import json
 import math
 import os
-import random
 import re
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from utils.runtime import isolated_seed
 
 NOT_ATTEMPTED = "not attempted"
 CORRECT = "correct"
@@ -243,7 +244,7 @@ class Exercise:
     def _run_case(self, answer: Callable, case: Case, number: int, count: int) -> Result | None:
         where = f'case "{case.label}" ({number} of {count})'
         try:
-            with _isolated_rng():
+            with isolated_seed(0):
                 got = answer(*_clone(case.inputs), **_clone(case.kwargs))
         except NotImplementedError as error:
             if number == 1:
@@ -288,7 +289,7 @@ class Exercise:
     def _matching_mistake(self, case: Case, got: Any) -> Mistake | None:
         for mistake in self.mistakes:
             try:
-                with _isolated_rng():
+                with isolated_seed(0):
                     simulated = mistake.simulate(*_clone(case.inputs), **_clone(case.kwargs))
                 if self._compare(simulated, got) is None:
                     return mistake
@@ -739,21 +740,6 @@ def _clone(value: Any) -> Any:
         return copy.deepcopy(value)
     except Exception:
         return value
-
-
-@contextlib.contextmanager
-def _isolated_rng(seed: int = 0) -> Iterator[None]:
-    """Run with every random generator seeded, then restore the notebook's generators untouched."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
 
 
 # ----------------------------------------------------------------------------------------------
