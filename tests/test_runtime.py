@@ -111,7 +111,11 @@ def test_setup_seeds_picks_and_prints(capsys, monkeypatch):
 def test_hub_check_never_hangs_on_a_slow_lookup(monkeypatch, fresh_hub_check):
     for switch in ("HF_HUB_OFFLINE", "MMBOOK_OFFLINE"):
         monkeypatch.delenv(switch, raising=False)
-    monkeypatch.setattr(socket, "create_connection", lambda *args, **kwargs: time.sleep(5))
+    def slow_lookup(*args, **kwargs):
+        time.sleep(3)
+        raise OSError("name resolution timed out")
+
+    monkeypatch.setattr(socket, "create_connection", slow_lookup)
     start = time.perf_counter()
     assert runtime.hub_reachable(timeout=0.2) is False
     assert time.perf_counter() - start < 2
