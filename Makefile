@@ -52,4 +52,4 @@ bench: setup
 	$(BIN)/python scripts/notebooks.py bench $(CHAPTER)
 
 clean:
-	rm -rf _build _vendor utils/_solutions
+	rm -rf _build _vendor _vendor_root utils/_solutions

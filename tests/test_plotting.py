@@ -120,3 +120,8 @@ def test_line_sweep_and_bar_chart():
     bars = plotting.bar_chart({"probe": 0.81, "zero-shot": 0.62}, title="Accuracy", ylabel="accuracy")
     assert labels(bars) == ("Accuracy", "", "accuracy")
     assert [t.get_text() for t in bars.axes[0].texts] == ["0.81", "0.62"]
+
+
+def test_image_grid_draws_a_single_image():
+    figure = plotting.image_grid(torch.rand(1, 3, 8, 8), ["one"], title="one image")
+    assert len(figure.axes) == 1

@@ -158,7 +158,7 @@ def image_grid(
     caption_lines = max((len(_caption(c, max_caption_chars).splitlines()) for c in captions or []), default=0)
     height = nrows * (cell + 0.14 * caption_lines) + (0.35 if title else 0.0)
     figure, axes = _figure(nrows, ncols, figsize=(max(cell * ncols, 2.5), height))
-    for index, ax in enumerate(axes.flat):
+    for index, ax in enumerate(np.atleast_1d(axes).flat):  # one image gives a bare Axes
         ax.axis("off")
         if index >= len(pictures):
             continue

@@ -92,22 +92,28 @@ def test_index_opens_cleanly(server, browser):
     browser.save_screenshot(str(SHOTS / "index.png"))
 
 
-def test_chapter_renders_math_and_figures(server, browser):
+def test_every_chapter_renders_math_and_figures(server, browser):
     pages = chapter_pages()
     assert pages, "no chapter pages were built"
-    page = pages[0]
+    for page in pages:
+        check_chapter(server, browser, page)
+
+
+def check_chapter(server, browser, page: Path) -> None:
     visit(browser, f"{server}/lessons/{page.name}")
     browser.implicitly_wait(0)
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(browser, 30).until(lambda b: b.find_elements("css selector", "mjx-container"))
     unrendered = browser.execute_script("return document.body.innerText.match(/\\\\\\(|\\$\\$/g)")
-    assert not unrendered, f"raw TeX delimiters left on the page: {unrendered[:3]}"
+    assert not unrendered, f"{page.name}: raw TeX delimiters left on the page: {unrendered[:3]}"
+    errors = [e.text for e in browser.find_elements("css selector", "mjx-merror")]
+    assert not errors, f"{page.name}: MathJax could not typeset: {errors[:3]}"
     images = browser.find_elements("css selector", "div.cell_output img, main img")
-    assert images, "the chapter shows no figures"
+    assert images, f"{page.name} shows no figures"
     broken = [i.get_attribute("src")[:80] for i in images
               if not browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)]
-    assert not broken, f"figures that did not load: {broken}"
+    assert not broken, f"{page.name}: figures that did not load: {broken}"
     assert_stays_local(browser, server)
     assert console_errors(browser) == []
     browser.save_screenshot(str(SHOTS / page.with_suffix(".png").name))

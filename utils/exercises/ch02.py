@@ -1,0 +1,354 @@
+"""Exercises of chapter 2, Encoders for each modality. Checks compare with independent references
+(F.unfold and F.fold, torchaudio's filterbank, torch's FLOP counter, a one-hot 3-D convolution),
+never with a copy of the solution."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from utils.exercises.core import Case, Exercise, Mistake, chapter_progress
+
+# ---------------------------------------------------------------- 2.1 patchify
+
+
+def _patch_cases() -> list[Case]:
+    generator = torch.Generator().manual_seed(21)
+    counting = torch.arange(2 * 4 * 4, dtype=torch.float32).reshape(1, 2, 4, 4)  # [1, 2, 4, 4]
+    colour = torch.rand(3, 3, 8, 8, generator=generator)
+    wide = torch.rand(2, 3, 8, 12, generator=generator)  # not square: 2 x 3 patches of 4 x 4
+
+    def reference(images: torch.Tensor, patch: int) -> torch.Tensor:
+        return F.unfold(images, kernel_size=patch, stride=patch).transpose(1, 2)  # [N, L, C*P*P]
+
+    return [
+        Case(inputs=(counting, 2), expected=reference(counting, 2),
+             label="one 2-channel 4x4 image of counting numbers, patch 2"),
+        Case(inputs=(colour, 4), expected=reference(colour, 4), label="3 random RGB 8x8 images, patch 4"),
+        Case(inputs=(wide, 4), expected=reference(wide, 4), label="2 RGB 8x12 images (not square), patch 4"),
+    ]
+
+
+def _patch_channels_last(images, patch):
+    n, c, h, w = images.shape
+    grid = images.reshape(n, c, h // patch, patch, w // patch, patch)
+    return grid.permute(0, 2, 4, 3, 5, 1).reshape(n, (h // patch) * (w // patch), patch * patch * c)
+
+
+def _patch_column_major(images, patch):
+    n, c, h, w = images.shape
+    grid = images.reshape(n, c, h // patch, patch, w // patch, patch)
+    return grid.permute(0, 4, 2, 1, 3, 5).reshape(n, (h // patch) * (w // patch), c * patch * patch)
+
+
+def _patch_no_permute(images, patch):
+    n, c, h, w = images.shape
+    return images.reshape(n, (h // patch) * (w // patch), c * patch * patch)
+
+
+patchify = Exercise(
+    key="2.1",
+    title="Cut images into flattened patches",
+    cases=_patch_cases,
+    hints=[
+        "Split each spatial axis in two: H becomes (H/P, P) and W becomes (W/P, P). A reshape does that: "
+        "[N, C, H, W] -> [N, C, H/P, P, W/P, P].",
+        "Then bring the two grid axes (H/P, W/P) forward and the patch contents (C, P, P) to the back with "
+        "permute(0, 2, 4, 1, 3, 5).",
+        "Finally merge axes: reshape to [N, (H/P)*(W/P), C*P*P]. Patches go row by row (left to right, then "
+        "down), each flattened as (channel, row, column), the order F.unfold and Conv2d weights use.",
+    ],
+    mistakes=[
+        Mistake("flattened channels last", "Each patch must be flattened as (channel, row, column), as a "
+                "Conv2d weight [D, C, P, P] is; you put the channel last (row, column, channel).",
+                _patch_channels_last),
+        Mistake("patches ordered by columns", "Patches go row by row: first the top row left to right. You "
+                "walked down the columns first (the grid axes are swapped in your permute).",
+                _patch_column_major),
+        Mistake("reshaped without permuting", "A single reshape keeps memory order, so each 'patch' is a run "
+                "of consecutive pixels of one row, not a P x P square. Split the axes, permute, then merge.",
+                _patch_no_permute),
+    ],
+    atol=1e-6,
+)
+
+# ---------------------------------------------------------------- 2.2 mel filterbank (Slaney)
+
+
+def _mel_cases() -> list[Case]:
+    import torchaudio.functional as audio_functional
+
+    settings = [
+        ((201, 0.0, 8000.0, 80, 16000), "Whisper's setting: n_fft 400 at 16 kHz (201 bins), 80 mels to 8 kHz"),
+        ((257, 0.0, 4000.0, 16, 8000), "n_fft 512 at 8 kHz (257 bins), 16 mels from 0 to 4000 Hz"),
+        ((65, 0.0, 8000.0, 8, 16000), "n_fft 128 at 16 kHz (65 bins), 8 mels"),
+    ]
+    cases = []
+    for (n_freqs, f_min, f_max, n_mels, rate), label in settings:
+        expected = audio_functional.melscale_fbanks(n_freqs, f_min, f_max, n_mels, rate, norm="slaney",
+                                                    mel_scale="slaney")  # [n_freqs, n_mels]
+        cases.append(Case(inputs=(n_freqs, f_min, f_max, n_mels, rate), expected=expected, label=label))
+    return cases
+
+
+def _slaney_mel(hz: torch.Tensor) -> torch.Tensor:
+    log_step = math.log(6.4) / 27.0
+    return torch.where(hz < 1000.0, 3.0 * hz / 200.0, 15.0 + torch.log(hz / 1000.0) / log_step)
+
+
+def _slaney_hz(mel: torch.Tensor) -> torch.Tensor:
+    log_step = math.log(6.4) / 27.0
+    return torch.where(mel < 15.0, 200.0 * mel / 3.0, 1000.0 * torch.exp(log_step * (mel - 15.0)))
+
+
+def _htk_mel(hz: torch.Tensor) -> torch.Tensor:
+    return 2595.0 * torch.log10(1.0 + hz / 700.0)
+
+
+def _htk_hz(mel: torch.Tensor) -> torch.Tensor:
+    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+
+
+def _filterbank(n_freqs, f_min, f_max, n_mels, sample_rate, scale="slaney", area=True, even_hz=False):
+    to_mel, to_hz = (_slaney_mel, _slaney_hz) if scale == "slaney" else (_htk_mel, _htk_hz)
+    ends = torch.tensor([f_min, f_max], dtype=torch.float32)
+    if even_hz:
+        corners = torch.linspace(f_min, f_max, n_mels + 2)
+    else:
+        low, high = to_mel(ends).tolist()
+        corners = to_hz(torch.linspace(low, high, n_mels + 2))
+    freqs = torch.linspace(0, sample_rate // 2, n_freqs)[:, None]  # [F, 1]
+    left, centre, right = corners[:-2], corners[1:-1], corners[2:]
+    rising = (freqs - left) / (centre - left)
+    falling = (right - freqs) / (right - centre)
+    bank = torch.minimum(rising, falling).clamp(min=0.0)
+    return bank * (2.0 / (right - left)) if area else bank
+
+
+mel_filterbank = Exercise(
+    key="2.2",
+    title="Whisper's mel filterbank (Slaney scale, equal areas)",
+    cases=_mel_cases,
+    hints=[
+        "Same recipe as the lesson's filterbank - n_mels + 2 corner points evenly spaced in mel, triangles "
+        "between neighbours - with two changes: the Slaney mel scale, and each triangle scaled to equal area.",
+        "Slaney mel: m = 3 f / 200 below 1000 Hz (m = 15 at 1 kHz), and m = 15 + ln(f / 1000) / s above, "
+        "with s = ln(6.4) / 27. The inverse: f = 200 m / 3 below m = 15, else f = 1000 exp(s (m - 15)). "
+        "torch.where picks the branch per element.",
+        "Area normalisation: multiply triangle k by 2 / (right_k - left_k), its corners in Hz. Return "
+        "[n_freqs, n_mels], bins as rows (FFT bin frequencies: torch.linspace(0, sample_rate // 2, n_freqs)).",
+    ],
+    mistakes=[
+        Mistake("used the HTK mel formula", "2595 log10(1 + f/700) is the HTK mel scale of the lesson; the "
+                "Slaney scale is linear below 1 kHz (m = 3f/200) and logarithmic above.",
+                lambda *args: _filterbank(*args, scale="htk")),
+        Mistake("forgot the area normalisation", "The triangles are right, but each must be scaled by "
+                "2 / (right - left) in Hz so that every filter has the same area.",
+                lambda *args: _filterbank(*args, area=False)),
+        Mistake("spaced the filters evenly in Hz", "Without a mel scale every filter is equally wide; space "
+                "the n_mels + 2 corners evenly in mel, then convert them to Hz.",
+                lambda *args: _filterbank(*args, even_hz=True)),
+    ],
+    atol=1e-6,
+    rtol=1e-4,
+)
+
+# ---------------------------------------------------------------- 2.3 token and FLOP counting
+
+
+def _counted_flops(tokens: int, dim: int, mlp_ratio: int) -> tuple[int, int]:
+    """(attention, linear) FLOPs of one pre-norm block on one image, counted by torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(tokens, dim)
+    w_qkv, w_out = torch.zeros(dim, 3 * dim), torch.zeros(dim, dim)
+    w_up, w_down = torch.zeros(dim, mlp_ratio * dim), torch.zeros(mlp_ratio * dim, dim)
+    with FlopCounterMode(display=False) as attention_counter:
+        q = k = v = x
+        weights = q @ k.T  # [N, N] scores (all heads together)
+        _ = weights @ v  # [N, D]
+    with FlopCounterMode(display=False) as linear_counter:
+        _ = x @ w_qkv
+        _ = x @ w_out
+        _ = (x @ w_up) @ w_down
+    return attention_counter.get_total_flops(), linear_counter.get_total_flops()
+
+
+def _cost_cases() -> list[Case]:
+    cases = []
+    for image, patch, dim, depth, label in ((32, 4, 48, 3, "the chapter's ViT: 32x32 images, patch 4, D 48, 3 blocks"),
+                                            (224, 16, 768, 12, "ViT-B/16: 224x224 images, patch 16, D 768, 12 blocks"),
+                                            (32, 16, 8, 1, "a toy: 32x32, patch 16, D 8, 1 block")):
+        tokens = (image // patch) ** 2 + 1
+        attention, linear = _counted_flops(tokens, dim, 4)
+        expected = {"tokens": tokens, "attention_flops": depth * attention, "linear_flops": depth * linear}
+        cases.append(Case(inputs=(image, patch, dim, depth), expected=expected, label=label))
+    return cases
+
+
+def _cost_with(extra_tokens: int = 1, flops_per_mac: int = 2, square: bool = True, attention_products: int = 2):
+    def cost(image_size, patch_size, dim, depth):
+        side = image_size // patch_size
+        n = (side * side if square else side) + extra_tokens
+        attention = depth * attention_products * flops_per_mac * n * n * dim
+        linear = depth * flops_per_mac * n * dim * dim * 12
+        return {"tokens": n, "attention_flops": attention, "linear_flops": linear}
+    return cost
+
+
+vit_cost = Exercise(
+    key="2.3",
+    title="Count a ViT's tokens and FLOPs",
+    cases=_cost_cases,
+    hints=[
+        "Tokens: an S x S image in P x P patches gives (S/P)^2 patch tokens, plus one CLS token. Count a "
+        "matrix product [m, k] @ [k, n] as 2*m*k*n FLOPs (one multiply and one add per term).",
+        "Attention per block: the scores Q K^T are [N, D] @ [D, N] and the mixing is [N, N] @ [N, D]; "
+        "heads split D but do not change the total. Linear layers per block: Q, K, V and the output "
+        "projection (4 maps D -> D) and the MLP (D -> 4D -> D).",
+        "Per block: attention 4 N^2 D, linear 2 N D^2 (3 + 1 + 4 + 4) = 24 N D^2. Multiply both by depth "
+        "and return {'tokens': N, 'attention_flops': ..., 'linear_flops': ...} with integers.",
+    ],
+    mistakes=[
+        Mistake("forgot the CLS token", "The ViT prepends one learned CLS token, so N = (S/P)^2 + 1.",
+                _cost_with(extra_tokens=0)),
+        Mistake("counted a multiply-add as one FLOP", "A product [m, k] @ [k, n] is m*k*n multiply-adds, which "
+                "is 2*m*k*n FLOPs.", _cost_with(flops_per_mac=1)),
+        Mistake("forgot to square", "The patch grid is (S/P) x (S/P): square the side.", _cost_with(square=False)),
+        Mistake("counted only Q K^T", "Attention has two N x N products: the scores Q K^T and the "
+                "weighted sum of the values, weights @ V.", _cost_with(attention_products=1)),
+    ],
+)
+
+# ---------------------------------------------------------------- 2.4 tubelets
+
+
+def _tubelet_reference(video: torch.Tensor, frames: int, patch: int) -> torch.Tensor:
+    """Flattened tubelets via a 3-D convolution whose kernels each pick out one input value."""
+    channels = video.shape[2]
+    size = channels * frames * patch * patch
+    picker = torch.eye(size).reshape(size, channels, frames, patch, patch)  # one-hot kernels
+    out = F.conv3d(video.permute(0, 2, 1, 3, 4), picker, stride=(frames, patch, patch))  # [N, K, T', H', W']
+    return out.flatten(2).transpose(1, 2)  # [N, T'*H'*W', C*t*P*P]
+
+
+def _tubelet_cases() -> list[Case]:
+    generator = torch.Generator().manual_seed(24)
+    counting = torch.arange(1 * 4 * 1 * 4 * 4, dtype=torch.float32).reshape(1, 4, 1, 4, 4)
+    small = torch.rand(2, 4, 3, 8, 8, generator=generator)
+    long = torch.rand(1, 6, 3, 4, 8, generator=generator)
+    return [
+        Case(inputs=(counting, 2, 2), expected=_tubelet_reference(counting, 2, 2),
+             label="1 clip, 4 one-channel 4x4 frames of counting numbers, tubelet 2x2x2"),
+        Case(inputs=(small, 2, 4), expected=_tubelet_reference(small, 2, 4),
+             label="2 random RGB clips of 4 frames 8x8, tubelet 2 frames x 4x4"),
+        Case(inputs=(long, 3, 4), expected=_tubelet_reference(long, 3, 4),
+             label="1 RGB clip of 6 frames 4x8, tubelet 3 frames x 4x4"),
+    ]
+
+
+def _tubelet_with(order: tuple[int, ...]):
+    def tubelets(video, frames, patch):
+        n, t, c, h, w = video.shape
+        grid = video.reshape(n, t // frames, frames, c, h // patch, patch, w // patch, patch)
+        count = (t // frames) * (h // patch) * (w // patch)
+        return grid.permute(*order).reshape(n, count, c * frames * patch * patch)
+    return tubelets
+
+
+def _tubelet_channels_as_time(video, frames, patch):
+    n, t, c, h, w = video.shape
+    grid = video.reshape(n, c, t // frames, frames, h // patch, patch, w // patch, patch)  # wrong axes
+    count = (t // frames) * (h // patch) * (w // patch)
+    return grid.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(n, count, c * frames * patch * patch)
+
+
+tubelets = Exercise(
+    key="2.4",
+    title="Cut a video into tubelets",
+    cases=_tubelet_cases,
+    hints=[
+        "A tubelet is a block of t frames x P x P pixels. Split T into (T/t, t), H into (H/P, P) and W into "
+        "(W/P, P): video [N, T, C, H, W] -> [N, T/t, t, C, H/P, P, W/P, P].",
+        "Bring the three grid axes (T/t, H/P, W/P) forward and the block contents to the back in the order "
+        "(C, t, P, P) - the order of a Conv3d weight [D, C, t, P, P]: permute(0, 1, 4, 6, 3, 2, 5, 7).",
+        "Merge: reshape to [N, (T/t)*(H/P)*(W/P), C*t*P*P]. Tokens go time first, then rows, then columns.",
+    ],
+    mistakes=[
+        Mistake("flattened time before channels", "Flatten each tubelet as (channel, time, row, column), the "
+                "order of a Conv3d weight [D, C, t, P, P]; you put time before channel.",
+                _tubelet_with((0, 1, 4, 6, 2, 3, 5, 7))),
+        Mistake("mixed up the time and channel axes", "The clips are [N, T, C, H, W] (time before "
+                "channels), as motion_clips gives them; you read them as [N, C, T, H, W].",
+                _tubelet_channels_as_time),
+        Mistake("ordered tokens space first", "Tokens go time first, then rows, then columns: the grid "
+                "axes are (T/t, H/P, W/P) in that order.", _tubelet_with((0, 4, 6, 1, 3, 2, 5, 7))),
+    ],
+)
+
+# ---------------------------------------------------------------- 2.5 jigsaw (ablation)
+
+
+def _jigsaw_reference(images: torch.Tensor, patch: int, order: torch.Tensor) -> torch.Tensor:
+    height, width = images.shape[-2:]
+    columns = F.unfold(images, kernel_size=patch, stride=patch)  # [N, C*P*P, L]
+    return F.fold(columns[:, :, order], (height, width), kernel_size=patch, stride=patch)
+
+
+def _jigsaw_cases() -> list[Case]:
+    generator = torch.Generator().manual_seed(25)
+    counting = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4)
+    cycle = torch.tensor([1, 2, 3, 0])  # a 4-cycle: its inverse differs from it
+    images = torch.rand(2, 3, 8, 8, generator=generator)
+    shuffle = torch.tensor([5, 0, 12, 9, 1, 14, 3, 7, 2, 10, 15, 4, 6, 13, 8, 11])
+    wide = torch.rand(1, 3, 4, 8, generator=generator)
+    return [
+        Case(inputs=(counting, 2, cycle), expected=_jigsaw_reference(counting, 2, cycle),
+             label="a 4x4 image of counting numbers, patch 2, order [1, 2, 3, 0]"),
+        Case(inputs=(images, 2, shuffle), expected=_jigsaw_reference(images, 2, shuffle),
+             label="2 RGB 8x8 images, patch 2, a fixed shuffle of the 16 patches"),
+        Case(inputs=(wide, 4, torch.tensor([1, 0])), expected=_jigsaw_reference(wide, 4, torch.tensor([1, 0])),
+             label="one RGB 4x8 image (two patches side by side), swapped"),
+    ]
+
+
+def _jigsaw_grid(images, patch, order, transpose_grid=False):
+    n, c, h, w = images.shape
+    rows, cols = h // patch, w // patch
+    grid = images.reshape(n, c, rows, patch, cols, patch).permute(0, 2, 4, 1, 3, 5)  # [N, R, Cc, C, P, P]
+    if transpose_grid:
+        grid = grid.transpose(1, 2)
+    flat = grid.reshape(n, rows * cols, c, patch, patch)[:, order]
+    if transpose_grid:
+        flat = flat.reshape(n, cols, rows, c, patch, patch).transpose(1, 2)
+    return flat.reshape(n, rows, cols, c, patch, patch).permute(0, 3, 1, 4, 2, 5).reshape(n, c, h, w)
+
+
+jigsaw = Exercise(
+    key="2.5",
+    title="Shuffle the patches of an image (a jigsaw)",
+    cases=_jigsaw_cases,
+    hints=[
+        "Cut the image into its grid of patches, reorder the patches, and put the grid back together. Patch "
+        "i of the OUTPUT (counted row by row) is patch order[i] of the input.",
+        "images.reshape(N, C, H/P, P, W/P, P).permute(0, 2, 4, 1, 3, 5) gives [N, H/P, W/P, C, P, P]; "
+        "flatten the two grid axes to [N, L, C, P, P] and index with [:, order].",
+        "Undo the first step: reshape to [N, H/P, W/P, C, P, P], permute(0, 3, 1, 4, 2, 5) back to "
+        "[N, C, H/P, P, W/P, P] and reshape to [N, C, H, W].",
+    ],
+    mistakes=[
+        Mistake("applied the inverse permutation", "Output patch i must be input patch order[i]; you sent "
+                "input patch i to position order[i] instead (that is the inverse shuffle).",
+                lambda images, patch, order: _jigsaw_grid(images, patch, order.argsort())),
+        Mistake("counted patches by columns", "Number the patches row by row (left to right, then down), as "
+                "F.unfold and the ViT do.",
+                lambda images, patch, order: _jigsaw_grid(images, patch, order, transpose_grid=True)),
+    ],
+)
+
+
+def progress():
+    """This session's results for the chapter's exercises, as a table."""
+    return chapter_progress(2)
