@@ -105,7 +105,12 @@ def check_chapter(server, browser, page: Path) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(browser, 30).until(lambda b: b.find_elements("css selector", "mjx-container"))
-    unrendered = browser.execute_script("return document.body.innerText.match(/\\\\\\(|\\$\\$/g)")
+    # Prose only (code, outputs and typeset math removed): no TeX may be left unrendered.
+    unrendered = browser.execute_script("""
+        const prose = document.querySelector('main').cloneNode(true);
+        prose.querySelectorAll('pre, mjx-container, .cell_output, .highlight').forEach(e => e.remove());
+        return prose.textContent.match(/\\$|\\\\\\(|\\\\(sum|frac|mathbb|lVert|times|cdot|tau|lambda)\\b/g);
+    """)
     assert not unrendered, f"{page.name}: raw TeX delimiters left on the page: {unrendered[:3]}"
     errors = [e.text for e in browser.find_elements("css selector", "mjx-merror")]
     assert not errors, f"{page.name}: MathJax could not typeset: {errors[:3]}"
