@@ -224,3 +224,19 @@ def test_register_load_and_clear(cache, capsys):
     assert len(zoo.clear()) == 2 and list(cache.iterdir()) == []
     zoo.load("toy")
     assert train.calls == 2
+
+
+def test_save_caches_a_model_a_lesson_trained_and_load_returns_it(cache, capsys):
+    train = Counter()
+    zoo.register("toy", "v1", small_net, train)
+    torch.manual_seed(5)
+    trained_here = small_net()
+    path = zoo.save("toy", trained_here, train_seconds=1.5, metrics={"accuracy": np.float32(0.5)})
+    assert path == cache / "toy-v1.pt" and "saved to the cache" in capsys.readouterr().out
+    loaded, meta = zoo.load("toy")
+    assert train.calls == 0 and meta["source"] == "cache" and same_weights(loaded, trained_here)
+    assert meta["train_seconds"] == 1.5 and meta["metrics"] == {"accuracy": 0.5}
+    with pytest.raises(ValueError, match="architecture registered as 'toy'"):
+        zoo.save("toy", wider_net())
+    with pytest.raises(KeyError, match="no model registered as 'missing'"):
+        zoo.save("missing", small_net())

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import importlib
 import json
 import os
 import tempfile
@@ -56,6 +57,8 @@ class Entry:
 
 
 REGISTRY: dict[str, Entry] = {}
+# The module that registers each of the book's models on import, so `load(name)` works without it.
+HOMES: dict[str, str] = {"tiny_clip": "utils.tiny_clip"}
 
 
 class CacheProblem(Exception):
@@ -90,12 +93,21 @@ def register(
 def load(name: str, *, device: torch.device | str | None = None, retrain: bool = False,
          quiet: bool = False) -> tuple[nn.Module, dict]:
     """`get` for a registered model: (model in eval mode on `device`, metadata)."""
+    _import_home(name)
     if name not in REGISTRY:
         known = ", ".join(sorted(REGISTRY)) or "none yet"
         raise KeyError(f"zoo: no model registered as {name!r} (registered: {known})")
     entry = REGISTRY[name]
     return get(name, version=entry.version, build=entry.build, train=entry.train, device=device,
                retrain=retrain, expected=entry.expected, quiet=quiet)
+
+
+def _import_home(name: str) -> None:
+    """Import the module that registers `name` (see HOMES), if it is one of the book's models."""
+    if name not in REGISTRY and name in HOMES:
+        module = importlib.import_module(HOMES[name])
+        if name not in REGISTRY:  # imported earlier, then the registry was reset: register again
+            module.register()
 
 
 def get(
@@ -236,18 +248,51 @@ def _build_and_train(
         start = time.perf_counter()
         metrics = train(model)
         seconds = time.perf_counter() - start
-    meta = {
+    return model, _metadata(name, version, model, seconds, metrics)
+
+
+def _metadata(name: str, version: str, model: nn.Module, seconds: float, metrics: dict | None) -> dict:
+    """The sidecar's fields (all but the checksum, which `_save` adds)."""
+    return {
         "name": name,
         "version": version,
         "train_seconds": round(seconds, 2),
         "metrics": _jsonable(metrics or {}),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "device": str(device),
+        "device": str(next(model.parameters()).device) if any(True for _ in model.parameters()) else "cpu",
         "torch": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seed": TRAIN_SEED,
     }
-    return model, meta
+
+
+def save(name: str, model: nn.Module, *, train_seconds: float = 0.0, metrics: dict | None = None,
+         quiet: bool = False) -> Path | None:
+    """Cache `model` as the registered zoo model `name`, when a lesson has just trained it with the recipe.
+
+    The model must have the registered architecture (its state dict must load into `build()`), so a
+    later `load(name)` returns exactly these weights. Returns the weights path, or None when the cache
+    cannot be written (the reason is printed).
+    """
+    _import_home(name)
+    if name not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY)) or "none yet"
+        raise KeyError(f"zoo: no model registered as {name!r} (registered: {known})")
+    entry = REGISTRY[name]
+    with runtime.isolated_seed(TRAIN_SEED):
+        reference = entry.build()
+    try:
+        reference.load_state_dict(model.state_dict())
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise ValueError(f"zoo: this model does not have the architecture registered as {name!r}") from error
+    weights_path, meta_path = paths(name, entry.version)
+    label = f"{name} {entry.version}"
+    say = (lambda line: None) if quiet else print
+    meta = _metadata(name, entry.version, model, train_seconds, metrics)
+    if not _save(model, meta, weights_path, meta_path, label, say):
+        return None
+    say(f"zoo: {label} saved to the cache; later chapters load it with zoo.load({name!r})")
+    return weights_path
 
 
 def _jsonable(value: Any) -> Any:
