@@ -227,32 +227,17 @@ def _seeded(seed: int) -> Iterator[None]:
 # Real checkpoints (online)
 
 
-def _real_clip(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
-    from transformers import CLIPModel, CLIPProcessor
+def _real_transformers(model_class: str, processor_class: str
+                       ) -> Callable[[str, torch.device, torch.dtype], tuple[Any, Any]]:
+    """A loader of a transformers checkpoint with these model and processor classes (by name)."""
 
-    model = CLIPModel.from_pretrained(name, dtype=dtype)
-    return model.to(device).eval(), CLIPProcessor.from_pretrained(name)
+    def load(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
+        import transformers
 
+        model = getattr(transformers, model_class).from_pretrained(name, dtype=dtype)
+        return model.to(device).eval(), getattr(transformers, processor_class).from_pretrained(name)
 
-def _real_vit(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
-    from transformers import ViTForImageClassification, ViTImageProcessor
-
-    model = ViTForImageClassification.from_pretrained(name, dtype=dtype)
-    return model.to(device).eval(), ViTImageProcessor.from_pretrained(name)
-
-
-def _real_whisper(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-    model = WhisperForConditionalGeneration.from_pretrained(name, dtype=dtype)
-    return model.to(device).eval(), WhisperProcessor.from_pretrained(name)
-
-
-def _real_vlm(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    model = AutoModelForImageTextToText.from_pretrained(name, dtype=dtype)
-    return model.to(device).eval(), AutoProcessor.from_pretrained(name)
+    return load
 
 
 def _real_stable_diffusion(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
@@ -266,10 +251,11 @@ def _real_stable_diffusion(name: str, device: torch.device, dtype: torch.dtype) 
 
 
 _REAL_LOADERS: dict[str, Callable[[str, torch.device, torch.dtype], tuple[Any, Any]]] = {
-    "clip": _real_clip,
-    "vit": _real_vit,
-    "whisper": _real_whisper,
-    "vlm": _real_vlm,
+    "clip": _real_transformers("CLIPModel", "CLIPProcessor"),
+    "vit": _real_transformers("ViTForImageClassification", "ViTImageProcessor"),
+    "whisper": _real_transformers("WhisperForConditionalGeneration", "WhisperProcessor"),
+    # Auto classes, so that any chat VLM checkpoint loads, not only SmolVLM's Idefics3
+    "vlm": _real_transformers("AutoModelForImageTextToText", "AutoProcessor"),
     "stable-diffusion": _real_stable_diffusion,
 }
 

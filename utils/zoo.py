@@ -93,21 +93,21 @@ def register(
 def load(name: str, *, device: torch.device | str | None = None, retrain: bool = False,
          quiet: bool = False) -> tuple[nn.Module, dict]:
     """`get` for a registered model: (model in eval mode on `device`, metadata)."""
-    _import_home(name)
-    if name not in REGISTRY:
-        known = ", ".join(sorted(REGISTRY)) or "none yet"
-        raise KeyError(f"zoo: no model registered as {name!r} (registered: {known})")
-    entry = REGISTRY[name]
+    entry = _entry(name)
     return get(name, version=entry.version, build=entry.build, train=entry.train, device=device,
                retrain=retrain, expected=entry.expected, quiet=quiet)
 
 
-def _import_home(name: str) -> None:
-    """Import the module that registers `name` (see HOMES), if it is one of the book's models."""
+def _entry(name: str) -> Entry:
+    """The registered entry of `name`, importing its home module first (see HOMES) when needed."""
     if name not in REGISTRY and name in HOMES:
         module = importlib.import_module(HOMES[name])
         if name not in REGISTRY:  # imported earlier, then the registry was reset: register again
             module.register()
+    if name not in REGISTRY:
+        known = ", ".join(sorted(REGISTRY)) or "none yet"
+        raise KeyError(f"zoo: no model registered as {name!r} (registered: {known})")
+    return REGISTRY[name]
 
 
 def get(
@@ -259,7 +259,7 @@ def _metadata(name: str, version: str, model: nn.Module, seconds: float, metrics
         "train_seconds": round(seconds, 2),
         "metrics": _jsonable(metrics or {}),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "device": str(next(model.parameters()).device) if any(True for _ in model.parameters()) else "cpu",
+        "device": str(next(model.parameters(), torch.empty(0)).device),
         "torch": torch.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seed": TRAIN_SEED,
@@ -274,11 +274,7 @@ def save(name: str, model: nn.Module, *, train_seconds: float = 0.0, metrics: di
     later `load(name)` returns exactly these weights. Returns the weights path, or None when the cache
     cannot be written (the reason is printed).
     """
-    _import_home(name)
-    if name not in REGISTRY:
-        known = ", ".join(sorted(REGISTRY)) or "none yet"
-        raise KeyError(f"zoo: no model registered as {name!r} (registered: {known})")
-    entry = REGISTRY[name]
+    entry = _entry(name)
     with runtime.isolated_seed(TRAIN_SEED):
         reference = entry.build()
     try:
