@@ -25,3 +25,16 @@ def check_wrong_answers(exercise: Exercise, wrong_answers: Sequence[tuple[Callab
 def wrong_answers_fail() -> Callable[[Exercise, Sequence[tuple[Callable, str]]], list[str]]:
     """`check_wrong_answers`, as a fixture for the chapters' exercise tests."""
     return check_wrong_answers
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print the mutation harness's kill table when its tests ran."""
+    import sys
+
+    module = sys.modules.get("test_exercise_mutations")
+    reports = getattr(module, "REPORTS", None)
+    if reports:
+        from mutation_harness import table
+
+        terminalreporter.write_sep("-", "exercise checkers: mutation kill table")
+        terminalreporter.write_line(table(sorted(reports, key=lambda r: [int(p) for p in r.key.split(".")])))

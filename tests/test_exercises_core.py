@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from utils.exercises import core
+from utils.exercises import progress as registry
 from utils.exercises.core import Case, Exercise, Mistake
 
 
 @pytest.fixture(autouse=True)
 def fresh_registry(monkeypatch):
     """Each test sees an empty registry, so the real chapters' exercises never interfere."""
-    monkeypatch.setattr(core, "_EXERCISES", {})
-    monkeypatch.setattr(core, "_STATUS", {})
+    monkeypatch.setattr(registry, "EXERCISES", {})
+    monkeypatch.setattr(registry, "STATUS", {})
 
 
 def reference(a, b):
@@ -327,11 +328,11 @@ def test_progress_table():
     assert keys == ["99.1", "99.2", "99.10"]
     assert "not checked yet" in text and "98.1" not in text
     assert "<table>" in table._repr_html_() and "1 of 3 correct" in table._repr_html_()
-    assert str(core.chapter_progress(99)()) == text == str(core.chapter_progress(99))
+    assert str(core.chapter_progress(99)) == text
     assert "1 of 4 correct" in str(core.progress())
-    live = core.chapter_progress(99)  # as a chapter module writes `progress = chapter_progress(99)`
+    live = core.chapter_progress(99)  # the table reads the statuses each time it is shown
     third.check(reference)
-    assert "2 of 3 correct" in str(live()) and "2 of 3 correct" in str(core.progress(99))
+    assert "2 of 3 correct" in str(live) and "2 of 3 correct" in str(core.progress(99))
     assert first.status == "correct"
     assert str(core.progress(96)) == "Chapter 96: no exercises loaded."
 
@@ -349,3 +350,157 @@ def test_strange_outputs_never_crash_the_check():
     for output in strange:
         result = exercise.check(lambda a, b, output=output: output)
         assert result.status == "incorrect", output
+
+
+# -- the weaknesses the self-grading review found, each pinned by a test ---------------------------
+
+
+def pair_loss(a, b):
+    """A loss of two inputs, like CLIP's: both sides must receive their gradient."""
+    return (torch.nn.functional.normalize(a, dim=-1) * torch.nn.functional.normalize(b, dim=-1)).sum(-1).mean()
+
+
+def make_loss_exercise(**overrides) -> Exercise:
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 4, generator=generator, dtype=torch.float64), torch.randn(3, 4, generator=generator,
+                                                                                    dtype=torch.float64)
+    settings = dict(key="99.20", title="A loss of two inputs", hints=[], atol=1e-8, rtol=1e-6,
+                    cases=lambda: [Case(inputs=(a, b), expected=pair_loss(a, b), label="3 pairs")],
+                    gradient_reference=pair_loss)
+    settings.update(overrides)
+    return Exercise(**settings)
+
+
+@pytest.mark.parametrize("side", [0, 1])
+def test_gradient_check_covers_every_tensor_input(side):
+    def detached(a, b):
+        return pair_loss(a.detach(), b) if side == 0 else pair_loss(a, b.detach())
+
+    result = make_loss_exercise().check(detached)
+    assert result.status == "incorrect"
+    assert f"no gradient reaches the input {'ab'[side]}" in result.message
+    assert make_loss_exercise().check(pair_loss).status == "correct"
+
+
+def test_gradient_check_compares_values_of_the_gradient():
+    def wrong_gradient(a, b):  # right value, wrong gradient with respect to a
+        return pair_loss(a, b) + 0.1 * (a.sum() - a.sum().detach())
+
+    result = make_loss_exercise().check(wrong_gradient)
+    assert result.status == "incorrect" and "its gradient with respect to a" in result.message
+    assert "expected:" in result.message and "got:" in result.message
+
+
+def test_gradient_check_can_be_turned_off_per_case():
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 4, generator=generator), torch.randn(3, 4, generator=generator)
+    exercise = make_loss_exercise(
+        cases=lambda: [Case(inputs=(a, b), expected=pair_loss(a, b), label="value only", gradient=False)])
+    assert exercise.check(lambda x, y: pair_loss(x.detach(), y)).status == "correct"
+
+
+def test_in_place_edit_on_an_input_is_named():
+    def in_place(a, b):
+        a /= a.norm(dim=-1, keepdim=True)
+        return pair_loss(a, b)
+
+    result = make_loss_exercise().check(in_place)
+    assert result.status == "incorrect" and "changed its input `a` in place" in result.message
+    assert "torch operations only" not in result.message
+
+
+def test_in_place_on_a_leaf_during_the_gradient_check_is_explained():
+    exercise = make_loss_exercise(cases=lambda: [Case(
+        inputs=(torch.ones(2, 3, dtype=torch.float64).requires_grad_(True), torch.ones(2, 3, dtype=torch.float64)),
+        expected=torch.tensor(1.0, dtype=torch.float64), label="leaves")])
+
+    def in_place(a, b):
+        a.mul_(1.0)
+        return pair_loss(a, b)
+
+    result = exercise.check(in_place)
+    assert result.status == "incorrect" and "changed a tensor in place" in result.message
+
+
+def test_float32_answers_get_a_float32_tolerance():
+    expected = torch.tensor(0.0123456789, dtype=torch.float64)
+    assert core.compare_values(expected, expected.float(), atol=1e-8, rtol=1e-6) is None
+    assert core.compare_values(expected, expected.float() * 1.001, atol=1e-8, rtol=1e-6) is not None
+    assert core.compare_values(expected, expected * (1 + 1e-5), atol=1e-8, rtol=1e-6) is not None  # float64: strict
+
+
+def test_a_python_number_is_not_a_tensor_loss():
+    message = core.compare_values(torch.tensor(0.5), 0.5)
+    assert "expected a 0-dimensional tensor" in message and ".item()" in message
+    assert core.compare_values(0.5, torch.tensor(0.5)) is None  # a number asked for: a 0-d tensor is fine
+
+
+def test_one_element_tensor_for_a_tensor_loss_is_told_to_squeeze():
+    message = core.compare_values(torch.tensor(0.5), torch.tensor([0.5]))
+    assert ".squeeze()" in message and ".item()" not in message
+    assert message.count("of shape (1,)") == 1
+
+
+def test_verdicts_print_enough_digits_to_show_the_difference():
+    message = core.compare_values(0.31326168, 0.31326170, atol=0, rtol=1e-9)
+    expected, got = re.search(r"expected (\S+), got (\S+)", message).groups()
+    assert expected != got
+    message = core.compare_values(torch.tensor([0.31326168]), torch.tensor([0.31326170], dtype=torch.float64),
+                                  atol=0, rtol=1e-9)
+    first = re.search(r"expected (\S+), got (\S+)\.", message).groups()
+    assert first[0] != first[1]
+
+
+def test_a_mistake_is_named_only_when_it_matches_every_case():
+    def wrong_axis(a, b):
+        return (a / a.norm(dim=0, keepdim=True)) @ (b / b.norm(dim=0, keepdim=True)).T
+
+    def unnormalised_but_coinciding_on_the_first_case(a, b):
+        return wrong_axis(a, b) if a.shape[0] == 3 else a @ b.T
+
+    coincidence = Mistake("forgot to normalise", "...", simulate=unnormalised_but_coinciding_on_the_first_case)
+    real = Mistake("normalised along the wrong axis", "...", simulate=wrong_axis)
+    result = make_exercise(mistakes=[coincidence]).check(wrong_axis)
+    assert result.status == "incorrect" and "forgot to normalise" not in result.message
+    result = make_exercise(mistakes=[coincidence, real]).check(wrong_axis)
+    assert "normalised along the wrong axis" in result.message and "forgot to normalise" not in result.message
+
+
+def test_check_shows_its_verdict_wherever_it_stands_in_the_cell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shown = []
+    original = shell.display_pub.publish
+    shell.display_pub.publish = lambda data, *args, **kwargs: shown.append(data)
+    try:
+        shell.user_ns.update(exercise=make_exercise(), reference=reference)
+        shell.run_cell("result = exercise.check(reference)\nvalue = 1", store_history=True)
+        assert len(shown) == 1 and "correct" in shown[0]["text/plain"]
+        shell.run_cell("exercise.check(reference)", store_history=True)  # the last line: shown once only
+        assert len(shown) == 2
+        shell.run_cell("result", store_history=True)  # a later cell may show it again
+        assert len(shown) == 3
+    finally:
+        shell.display_pub.publish = original
+        InteractiveShell.clear_instance()
+
+
+def test_every_chapter_module_is_registered_and_loads():
+    from pathlib import Path
+
+    import utils.exercises as package
+
+    files = sorted(p.stem for p in Path(package.__file__).parent.glob("ch[0-9][0-9].py"))
+    assert files == sorted(package.CHAPTERS.values())
+    for chapter in package.CHAPTERS:
+        module = package.load_chapter(chapter)
+        keys = [e.key for e in vars(module).values() if isinstance(e, Exercise)]
+        assert keys and all(key.startswith(f"{chapter}.") for key in keys)
+        assert isinstance(module.progress(), core.ProgressTable)
+
+
+def test_a_key_declared_twice_with_another_title_is_an_error():
+    make_exercise("99.30")
+    with pytest.raises(ValueError, match="declared twice"):
+        make_exercise("99.30", title="Something else")

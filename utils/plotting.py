@@ -21,6 +21,8 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from utils.runtime import to_numpy
+
 # Okabe-Ito: a colour cycle that colour-blind readers can tell apart (yellow last: weak on white).
 BOOK_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
 DPI = 90
@@ -70,15 +72,6 @@ def _figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None 
     return figure, axes
 
 
-def _numpy(values: Any) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu()
-        if values.dtype in (torch.float16, torch.bfloat16):
-            values = values.float()
-        return values.numpy()
-    return np.asarray(values)
-
-
 def _label(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
     ax.set_title(title)
     ax.set_xlabel(xlabel)
@@ -93,7 +86,7 @@ def _label(ax: Axes, title: str, xlabel: str, ylabel: str) -> None:
 def _to_hwc(image: Any, value_range: tuple[float, float] | None) -> np.ndarray:
     """One image (CHW or HWC tensor/array, HW grey, or PIL) -> HWC or HW float array in [0, 1]."""
     is_tensor = isinstance(image, torch.Tensor)
-    array = _numpy(image)
+    array = to_numpy(image)
     if array.ndim == 3:
         channels_first = array.shape[0] in (1, 3, 4) and (is_tensor or array.shape[-1] not in (1, 3, 4))
         if channels_first:
@@ -193,7 +186,7 @@ def similarity_heatmap(
     `annotate` writes each value in its cell (default: when both sides have at most 12 entries);
     `mark_row_max` outlines the largest value of each row (the retrieved item).
     """
-    values = _numpy(matrix).astype(np.float64)
+    values = to_numpy(matrix).astype(np.float64)
     if values.ndim != 2:
         raise ValueError(f"similarity_heatmap needs a 2-D matrix; got shape {values.shape}")
     rows, cols = values.shape
@@ -242,7 +235,7 @@ def pca_2d(points: Any) -> tuple[np.ndarray, np.ndarray]:
 
     Returns (coordinates [n, 2], fraction of variance of each of the two components).
     """
-    data = torch.as_tensor(_numpy(points), dtype=torch.float64)
+    data = torch.as_tensor(to_numpy(points), dtype=torch.float64)
     if data.ndim != 2 or data.shape[1] < 2:
         raise ValueError(f"PCA needs points of shape [n, d] with d >= 2; got {tuple(data.shape)}")
     centred = data - data.mean(dim=0, keepdim=True)
@@ -275,7 +268,7 @@ def embedding_scatter(
     arrows from each image point to its paired text point (the first `max_pairs`).
     """
     names = list(groups)
-    arrays = [_numpy(groups[name]).astype(np.float64) for name in names]
+    arrays = [to_numpy(groups[name]).astype(np.float64) for name in names]
     if not arrays:
         raise ValueError("embedding_scatter needs at least one group")
     if pca:
@@ -337,8 +330,8 @@ def _curve_xy(curve: Any) -> tuple[np.ndarray, np.ndarray]:
     if hasattr(curve, "losses") and hasattr(curve, "logged_steps"):
         return np.asarray(curve.logged_steps, dtype=float), np.asarray(curve.losses, dtype=float)
     if isinstance(curve, tuple) and len(curve) == 2:
-        return _numpy(curve[0]).astype(float), _numpy(curve[1]).astype(float)
-    values = _numpy(curve).astype(float).reshape(-1)
+        return to_numpy(curve[0]).astype(float), to_numpy(curve[1]).astype(float)
+    values = to_numpy(curve).astype(float).reshape(-1)
     return np.arange(len(values), dtype=float), values
 
 
@@ -396,9 +389,9 @@ def line_sweep(
     `reference` draws labelled horizontal dashed lines, e.g. {"chance": 0.1}.
     """
     figure, ax = _figure()
-    x_values = _numpy(x).astype(float)
+    x_values = to_numpy(x).astype(float)
     for name, values in ys.items():
-        ax.plot(x_values, _numpy(values).astype(float), marker="o", markersize=4, label=name)
+        ax.plot(x_values, to_numpy(values).astype(float), marker="o", markersize=4, label=name)
     for index, (name, level) in enumerate((reference or {}).items()):
         ax.axhline(level, linestyle="--", linewidth=1.0, color="#777777" if index == 0 else None, label=name)
     if logx:
@@ -425,7 +418,7 @@ def bar_chart(
 ) -> Figure:
     """A simple bar chart of named numbers (e.g. accuracy per model), each bar labelled with its value."""
     names = [str(name) for name in values]
-    heights = [float(_numpy(v)) for v in values.values()]
+    heights = [float(to_numpy(v)) for v in values.values()]
     figure, ax = _figure(figsize=(6.0, max(2.4, 0.35 * len(names) + 1.0)) if horizontal else None)
     colours = [BOOK_COLOURS[i % len(BOOK_COLOURS)] for i in range(len(names))]
     bars = ax.barh(names, heights, color=colours) if horizontal else ax.bar(names, heights, color=colours)
@@ -455,7 +448,7 @@ def spectrogram(
     With `db` the values are powers, shown in decibels (10 log10, floored `top_db` below the max);
     without it they are shown as given.
     """
-    values = _numpy(spec).astype(np.float64)
+    values = to_numpy(spec).astype(np.float64)
     values = values.reshape(values.shape[-2:]) if values.ndim == 3 and values.shape[0] == 1 else values
     if values.ndim != 2:
         raise ValueError(f"spectrogram needs [freq, time]; got shape {values.shape}")

@@ -1,4 +1,5 @@
-"""Runtime helpers every lesson's setup cell uses: seeds, device, versions, Colab, hub reachability."""
+"""Runtime helpers every lesson's setup cell uses: seeds, device, versions, Colab, hub reachability,
+and `to_numpy`, the one way a tensor on any device leaves torch for NumPy and matplotlib."""
 
 from __future__ import annotations
 
@@ -12,12 +13,23 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 HUB_HOST = "huggingface.co"
 LIBRARIES = ("torch", "torchvision", "torchaudio", "transformers", "diffusers", "numpy")
+
+
+def to_numpy(values: Any) -> np.ndarray:
+    """A NumPy copy of a tensor (any device, any float width) or of anything np.asarray takes."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu()
+        if values.dtype in (torch.float16, torch.bfloat16):
+            values = values.float()
+        return values.numpy()
+    return np.asarray(values)
 
 
 def seed_everything(seed: int = 0, deterministic: bool = True) -> None:

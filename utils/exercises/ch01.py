@@ -104,8 +104,8 @@ recall_at_k = Exercise(
         "For each query (a row), find the K gallery items with the highest similarity, and ask whether "
         "the true partner is among them. Recall@K is the fraction of queries for which it is.",
         "similarity.topk(k, dim=1).indices gives a [Q, K] tensor of the best items per row.",
-        "Compare that with true_index reshaped to [Q, 1] (so it broadcasts along each row), ask whether any "
-        "entry of a row matches, and average over the queries.",
+        "Check by hand on the 5-query case: three queries hit at K=1 and a fourth at K=2. Recall@K never "
+        "falls as K grows, reaches 1 when K is the gallery size, and is a fraction between 0 and 1.",
     ],
     mistakes=[
         Mistake("sorted in the wrong direction", "argsort is ascending: its first columns are the LEAST "
@@ -173,8 +173,9 @@ taxonomy_quiz = Exercise(
         "cross-attention inside the network (middle), or as tokens of one input sequence (early).",
         "The objective is what the loss asks: pick the right partner among many (contrastive), predict "
         "the next token (generative), or fill in hidden tokens (masked).",
-        "Exactly one model is late and one is masked; two of the early ones are generative. "
-        "Flamingo's cross-attention layers sit between the layers of a frozen language model.",
+        "Ask each paper two questions: through what does the image first reach the text side (a final "
+        "score, attention layers added inside, or the input sequence itself)? And what does the training "
+        "loss compare the model's output with (the right partner, the next token, or a hidden token)?",
     ],
 )
 
@@ -214,8 +215,9 @@ alignment_step = Exercise(
         "W changes? Differentiate r r^T with the chain rule.",
         "For one pair the gradient is 2 x_i^T r_i, a [d_in, d_out] matrix like W. Average it over the N pairs "
         "and write the sum as one matrix product of X^T with the residuals.",
-        "residual = X @ W - Y -> [N, d_out]; gradient = 2 / N * X.T @ residual -> [d_in, d_out]; "
-        "descent moves against it: W - lr * gradient.",
+        "The gradient has W's shape, [d_in, d_out], and descent moves against it. To test your formula, "
+        "compare it with autograd: make a copy of W with requires_grad_(True), compute the loss, call "
+        ".backward() and read .grad.",
     ],
     mistakes=[
         Mistake("dropped the factor 2", "d/dW of a square brings down a 2: the gradient is (2/N) X^T(XW - Y).",
@@ -264,7 +266,8 @@ close_gap = Exercise(
     hints=[
         "The gap is the offset between the two modalities' centroids. Remove each modality's own centroid.",
         "images - images.mean(dim=0) moves the image centroid to the origin; do the same for texts.",
-        "Then put every row back on the unit sphere: F.normalize(..., dim=-1). Return (images, texts).",
+        "Return a pair (images, texts) with the input shapes and rows of length 1. Just before that last "
+        "renormalisation, each modality's mean is the zero vector.",
     ],
     mistakes=[
         Mistake("forgot to renormalise", "After subtracting the mean the rows are no longer unit length; "

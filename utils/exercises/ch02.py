@@ -57,8 +57,8 @@ patchify = Exercise(
         "[N, C, H, W] -> [N, C, H/P, P, W/P, P].",
         "Then bring the two grid axes (H/P, W/P) forward and the patch contents (C, P, P) to the back with "
         "permute(0, 2, 4, 1, 3, 5).",
-        "Finally merge axes: reshape to [N, (H/P)*(W/P), C*P*P]. Patches go row by row (left to right, then "
-        "down), each flattened as (channel, row, column), the order F.unfold and Conv2d weights use.",
+        "Test on torch.arange(16.).reshape(1, 1, 4, 4) with patch 2: the first patch must be [0, 1, 4, 5], "
+        "the second [2, 3, 6, 7] (the top row of patches comes first).",
     ],
     mistakes=[
         Mistake("flattened channels last", "Each patch must be flattened as (channel, row, column), as a "
@@ -84,6 +84,8 @@ def _mel_cases() -> list[Case]:
         ((201, 0.0, 8000.0, 80, 16000), "Whisper's setting: n_fft 400 at 16 kHz (201 bins), 80 mels to 8 kHz"),
         ((257, 0.0, 4000.0, 16, 8000), "n_fft 512 at 8 kHz (257 bins), 16 mels from 0 to 4000 Hz"),
         ((65, 0.0, 8000.0, 8, 16000), "n_fft 128 at 16 kHz (65 bins), 8 mels"),
+        ((129, 300.0, 6000.0, 20, 16000), "n_fft 256 at 16 kHz (129 bins), 20 mels from 300 to 6000 Hz"),
+        ((257, 60.0, 3800.0, 24, 8000), "n_fft 512 at 8 kHz (257 bins), 24 mels from 60 to 3800 Hz"),
     ]
     cases = []
     for (n_freqs, f_min, f_max, n_mels, rate), label in settings:
@@ -132,13 +134,14 @@ mel_filterbank = Exercise(
     title="Whisper's mel filterbank (Slaney scale, equal areas)",
     cases=_mel_cases,
     hints=[
-        "Same recipe as the lesson's filterbank - n_mels + 2 corner points evenly spaced in mel, triangles "
-        "between neighbours - with two changes: the Slaney mel scale, and each triangle scaled to equal area.",
-        "Slaney mel: m = 3 f / 200 below 1000 Hz (m = 15 at 1 kHz), and m = 15 + ln(f / 1000) / s above, "
-        "with s = ln(6.4) / 27. The inverse: f = 200 m / 3 below m = 15, else f = 1000 exp(s (m - 15)). "
-        "torch.where picks the branch per element.",
-        "Area normalisation: multiply triangle k by 2 / (right_k - left_k), its corners in Hz. Return "
-        "[n_freqs, n_mels], bins as rows (FFT bin frequencies: torch.linspace(0, sample_rate // 2, n_freqs)).",
+        "Same recipe as the lesson's filterbank - n_mels + 2 corner points evenly spaced in mel between "
+        "f_min and f_max, triangles between neighbours - with two changes: the Slaney mel scale of the "
+        "statement, and each triangle scaled to equal area.",
+        "The scale has two branches (below and above 1 kHz, or mel 15): torch.where picks the branch per "
+        "element, for the conversion to mel and for the way back to Hz.",
+        "Check a property: scaled by 2 / (right - left) in Hz, every triangle has area 1 when integrated over "
+        "Hz, so for filters that span several bins bank[:, k].sum() * bin_width is close to 1. The output is "
+        "[n_freqs, n_mels]: bins as rows.",
     ],
     mistakes=[
         Mistake("used the HTK mel formula", "2595 log10(1 + f/700) is the HTK mel scale of the lesson; the "
@@ -208,8 +211,8 @@ vit_cost = Exercise(
         "Attention per block: the scores Q K^T are [N, D] @ [D, N] and the mixing is [N, N] @ [N, D]; "
         "heads split D but do not change the total. Linear layers per block: Q, K, V and the output "
         "projection (4 maps D -> D) and the MLP (D -> 4D -> D).",
-        "Per block: attention 4 N^2 D, linear 2 N D^2 (3 + 1 + 4 + 4) = 24 N D^2. Multiply both by depth "
-        "and return {'tokens': N, 'attention_flops': ..., 'linear_flops': ...} with integers.",
+        "Sanity check on ViT-B/16 (224, 16, 768, 12): 197 tokens and about 35 billion FLOPs in all. Papers "
+        "often quote about half that, because they count a multiply-add as one operation.",
     ],
     mistakes=[
         Mistake("forgot the CLS token", "The ViT prepends one learned CLS token, so N = (S/P)^2 + 1.",
@@ -274,7 +277,9 @@ tubelets = Exercise(
         "(W/P, P): video [N, T, C, H, W] -> [N, T/t, t, C, H/P, P, W/P, P].",
         "Bring the three grid axes (T/t, H/P, W/P) forward and the block contents to the back in the order "
         "(C, t, P, P) - the order of a Conv3d weight [D, C, t, P, P]: permute(0, 1, 4, 6, 3, 2, 5, 7).",
-        "Merge: reshape to [N, (T/t)*(H/P)*(W/P), C*t*P*P]. Tokens go time first, then rows, then columns.",
+        "Test on torch.arange(64.).reshape(1, 4, 1, 4, 4) (one channel, 4 frames of 4x4) with a 2x2x2 "
+        "tubelet: the first token must be [0, 1, 4, 5, 16, 17, 20, 21] - frame 0's top-left 2x2, then "
+        "frame 1's.",
     ],
     mistakes=[
         Mistake("flattened time before channels", "Flatten each tubelet as (channel, time, row, column), the "
@@ -335,8 +340,8 @@ jigsaw = Exercise(
         "i of the OUTPUT (counted row by row) is patch order[i] of the input.",
         "images.reshape(N, C, H/P, P, W/P, P).permute(0, 2, 4, 1, 3, 5) gives [N, H/P, W/P, C, P, P]; "
         "flatten the two grid axes to [N, L, C, P, P] and index with [:, order].",
-        "Undo the first step: reshape to [N, H/P, W/P, C, P, P], permute(0, 3, 1, 4, 2, 5) back to "
-        "[N, C, H/P, P, W/P, P] and reshape to [N, C, H, W].",
+        "Two properties to test: order = torch.arange(L) returns the image unchanged, and shuffling with "
+        "order and then with order.argsort() returns it unchanged too.",
     ],
     mistakes=[
         Mistake("applied the inverse permutation", "Output patch i must be input patch order[i]; you sent "

@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from utils.exercises.core import INCORRECT, Case, Exercise, Mistake, chapter_progress
+from utils.exercises.core import Case, Exercise, Mistake, chapter_progress
 
 # ---------------------------------------------------------------- 3.1 InfoNCE (one direction)
 
@@ -57,13 +57,14 @@ info_nce = Exercise(
     key="3.1",
     title="InfoNCE, image to text",
     cases=_info_nce_cases,
+    gradient_reference=_info_nce_reference,
     hints=[
         "Row i of the matrix scores image i against every caption; the right caption is number i. The "
         "loss is a classification loss over each row, averaged over the rows.",
         "Divide the similarities by the temperature first. Then for row i: -log(exp(s_ii) / sum_j exp(s_ij)). "
         "torch.logsumexp keeps this stable.",
-        "(torch.logsumexp(logits, dim=1) - logits.diagonal()).mean(), with logits = similarities / "
-        "temperature; or F.cross_entropy(logits, torch.arange(N)). Return a 0-dimensional tensor.",
+        "On the 2x2 identity at tau = 1 every row's loss is log(1 + 1/e) = 0.3133. Return a 0-dimensional "
+        "tensor (no .item()), so that a training loop could call .backward() on it.",
     ],
     mistakes=[
         Mistake("forgot the temperature", "Divide the similarities by the temperature before the softmax.",
@@ -101,37 +102,6 @@ def _symmetric_cases() -> list[Case]:
                 (c, d, 10.0, "3 pairs in 5-D, image vectors not unit length"))]
 
 
-class GradientExercise(Exercise):
-    """An exercise whose answer is a loss: its value is checked on every case, and then its gradient with
-    respect to the first input is compared with autograd through `reference` (an independent formula)."""
-
-    def __init__(self, *args, reference, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.reference = reference
-
-    def _run_case(self, answer, case, number, count):
-        failure = super()._run_case(answer, case, number, count)
-        if failure is not None:
-            return failure
-        first, *rest = case.inputs
-        where = f'case "{case.label}" ({number} of {count})'
-        expected_leaf = first.detach().clone().requires_grad_(True)
-        (expected,) = torch.autograd.grad(self.reference(expected_leaf, *rest), expected_leaf)
-        leaf = first.detach().clone().requires_grad_(True)
-        try:
-            (grad,) = torch.autograd.grad(answer(leaf, *rest), leaf)
-        except Exception as error:  # the answer broke the graph: .item(), numpy, detach()
-            return self._result(INCORRECT, f"{where}\n  the loss has the right value but autograd could not "
-                                f"differentiate it ({type(error).__name__}): use torch operations only, no "
-                                ".item(), numpy or detach().")
-        if not torch.allclose(grad.double(), expected.double(), atol=1e-7, rtol=1e-5):
-            worst = (grad.double() - expected.double()).abs().max().item()
-            return self._result(INCORRECT, f"{where}\n  the loss value is right but its gradient with respect "
-                                f"to the image vectors differs from autograd's by up to {worst:.2e}: a detach() "
-                                "or an in-place edit in the middle?")
-        return None
-
-
 def _symmetric_one_way(image_vectors, text_vectors, logit_scale):
     logits = logit_scale * F.normalize(image_vectors, dim=-1) @ F.normalize(text_vectors, dim=-1).T
     return F.cross_entropy(logits, torch.arange(len(logits)))
@@ -147,18 +117,18 @@ def _symmetric_summed(image_vectors, text_vectors, logit_scale):
     return 2 * _symmetric_reference(image_vectors, text_vectors, logit_scale)
 
 
-symmetric_loss = GradientExercise(
+symmetric_loss = Exercise(
     key="3.2",
     title="The symmetric CLIP loss (checked with its gradient)",
     cases=_symmetric_cases,
-    reference=_symmetric_reference,
+    gradient_reference=_symmetric_reference,
     hints=[
         "Normalise both sets of vectors to unit length, form the scaled similarity matrix, and use it "
         "twice: once read by rows (image to text) and once by columns (text to image).",
         "logits = logit_scale * a_hat @ b_hat.T with a_hat = F.normalize(image_vectors, dim=-1). The true "
         "pairs are on the diagonal, so the targets are torch.arange(N) in both directions.",
-        "loss = (cross_entropy(logits, targets) + cross_entropy(logits.T, targets)) / 2. Use only "
-        "differentiable torch operations (no .item(), no numpy) so that autograd can check the gradient.",
+        "Your loss must be symmetric: swapping image_vectors and text_vectors gives the same value. Build it "
+        "from torch operations only (no .item(), NumPy or detach) so that its gradient reaches both inputs.",
     ],
     mistakes=[
         Mistake("forgot the symmetric term", "CLIP averages two losses: image to text (rows) and text to "
@@ -221,13 +191,14 @@ siglip_loss = Exercise(
     key="3.3",
     title="SigLIP's pairwise sigmoid loss",
     cases=_siglip_cases,
+    gradient_reference=_siglip_reference,
     hints=[
         "Every (image, text) pair in the batch is its own yes/no question: is this the right caption? The "
         "N true pairs (the diagonal) say yes, the N^2 - N others say no. No softmax over the batch.",
         "logits = logit_scale * a_hat @ b_hat.T + bias (unit vectors). The label z_ij is +1 on the "
         "diagonal and -1 elsewhere; the loss of one pair is -log sigmoid(z_ij * logit_ij).",
-        "Sum over all N^2 pairs and divide by N (not N^2): -F.logsigmoid(z * logits).sum() / N, with "
-        "z = 2 * torch.eye(N) - 1.",
+        "One matching pair of identical unit vectors at scale 1 and bias 0 gives log(1 + 1/e) = 0.3133. "
+        "The loss is a sum over all N^2 pairs divided by N, not by N^2.",
     ],
     mistakes=[
         Mistake("averaged over all pairs", "SigLIP sums over the N^2 pairs and divides by the batch size N, "
@@ -254,11 +225,21 @@ def _zero_shot_cases() -> list[Case]:
     expected = (F.cosine_similarity(images[:, None], texts[None], dim=-1)).argmax(1)
     tiny_images = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.1]])
     tiny_texts = torch.tensor([[0.0, 1.0], [3.0, 0.0], [-1.0, 0.0]])
+    # More images than classes, one class popular: normalising over the images (a softmax or a
+    # column-wise scaling) changes which class some rows pick, so an answer on the wrong axis fails.
+    popular = torch.Generator().manual_seed(2)
+    popular_classes = torch.randn(4, 6, generator=popular)
+    popular_labels = torch.tensor([0, 0, 0, 1, 2, 3])
+    crowd = F.normalize(popular_classes[popular_labels], dim=-1) + 0.6 * torch.randn(6, 6, generator=popular)
+    crowd = crowd * torch.tensor([1.0, 3.0, 0.5, 2.0, 1.0, 0.3])[:, None]
+    crowd_expected = F.cosine_similarity(crowd[:, None], popular_classes[None], dim=-1).argmax(1)
     return [
         Case(inputs=(tiny_images, tiny_texts), expected=torch.tensor([1, 0, 2]),
              label="3 images, 3 classes in 2-D (by hand: classes 1, 0, 2)"),
         Case(inputs=(images, texts), expected=expected,
              label="7 images, 5 classes, vectors of very different lengths"),
+        Case(inputs=(crowd, popular_classes), expected=crowd_expected,
+             label="6 images, 4 classes in 6-D, three images near one popular class"),
     ]
 
 
@@ -285,8 +266,8 @@ zero_shot = Exercise(
         "similar to it. No training, no labels.",
         "Compare directions, not lengths: normalise both sets to unit length, then one matrix product "
         "gives every cosine similarity, [N_images, N_classes].",
-        "F.normalize(image_vectors, dim=-1) @ F.normalize(class_text_vectors, dim=-1).T, then argmax over "
-        "the classes (dim=1). Return a long tensor [N_images].",
+        "The output is a long tensor of class indices, one per image: [N_images]. Scaling any image or "
+        "class vector by a positive number must not change it.",
     ],
     mistakes=[
         Mistake("forgot to normalise", "A long text vector wins every dot product; normalise both sets.",
@@ -341,7 +322,8 @@ prompt_ensemble = Exercise(
         "averages a class's vectors into one; the result is used as a single class prompt.",
         "The input is [templates, classes, D]. Every prompt vector should count equally, whatever its "
         "length, and the class vector must end up unit length like any other.",
-        "F.normalize(text_vectors, dim=-1).mean(dim=0), then F.normalize(..., dim=-1) again: [classes, D].",
+        "The output is [classes, D] with rows of length 1, and scaling any one prompt vector by a positive "
+        "number must not change it.",
     ],
     mistakes=[
         Mistake("averaged before normalising", "Normalise each prompt vector first, so that a long vector "
