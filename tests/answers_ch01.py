@@ -24,11 +24,22 @@ def _recall_by_rank(similarity, true_index, k):
     return (rank < k).float().mean()                              # a 0-d tensor is fine here
 
 
+class _LearnerStop(BaseException):
+    """A learner's own exception class, derived from BaseException by mistake."""
+
+
+def _raises_base_exception(a, b):
+    raise _LearnerStop("stop here")
+
+
 WRONG = {
     "1.1": [
         (lambda a, b: F.normalize(a, dim=-1) @ F.normalize(b, dim=-1), "shape"),   # forgot the transpose
         (lambda a, b: F.cosine_similarity(a, b, dim=-1), "your function raised"),   # rows, not all pairs
         (lambda a, b: F.normalize(a, dim=0) @ F.normalize(b, dim=0).T, "wrong axis"),
+        (lambda a, b: ((a / (a.norm(dim=-1, keepdim=True) + 1e-3)) @ (b / b.norm(dim=-1, keepdim=True)).T).half(),
+         "dtype"),  # a small slip hidden by half precision
+        (_raises_base_exception, "raised"),
     ],
     "1.2": [
         (lambda s, t, k: (s.topk(k, dim=1).indices == t[:, None]).any(dim=1).float(), "shape"),  # no mean
@@ -40,6 +51,8 @@ WRONG = {
         (lambda: dict.fromkeys(MODELS, ("contrastive", "late")), "order swapped"),
         (lambda: dict.fromkeys(MODELS, ("early", "generative")), "placements are off"),
         (lambda: dict.fromkeys(MODELS, ("late-ish", "contrastive")), "outside the choices"),
+        (lambda: {**dict.fromkeys(MODELS, ("late", "contrastive")), "BLIP-2": ("banana", "xyz")},
+         "not among the five models"),
     ],
     "1.4": [
         (lambda w, x, y, lr: w - lr * 2 / len(x) * (x @ w - y), "shape"),             # forgot X^T

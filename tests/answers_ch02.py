@@ -23,6 +23,13 @@ def _unfold_patches(images, patch):
     return tiles.permute(0, 2, 3, 1, 4, 5).reshape(n, -1, c * patch * patch)
 
 
+def _patches_by_loop(images, patch):
+    n, c, h, w = images.shape
+    tiles = [images[:, :, row:row + patch, col:col + patch].reshape(n, 1, c * patch * patch)
+             for row in range(0, h, patch) for col in range(0, w, patch)]
+    return torch.cat(tiles, dim=1)
+
+
 def _per_frame_patches(video, frames, patch):
     n, t, c, h, w = video.shape
     flat = F.unfold(video.reshape(n * t, c, h, w), patch, stride=patch).transpose(1, 2)
@@ -85,8 +92,10 @@ def _jigsaw_by_fold(images, patch, order):
 
 WRONG = {
     "2.1": [
-        (lambda images, p: F.unfold(images, p, stride=p), "shape"),  # forgot the transpose
-        (_unfold_no_permute, "differ"),  # patches of the right size, pixels in the wrong places
+        (lambda images, p: F.unfold(images, p, stride=p).transpose(1, 2), "without F.unfold"),  # ruled out
+        (_unfold_no_permute, "without Tensor.unfold"),
+        (_unfold_patches, "without Tensor.unfold"),
+        (lambda images, p: images.reshape(images.shape[0], -1, images.shape[1] * p * p), "differ"),
     ],
     "2.2": [
         (lambda *args: audio_functional.melscale_fbanks(*args, norm="slaney", mel_scale="slaney").T,
@@ -94,11 +103,13 @@ WRONG = {
         (lambda *args: audio_functional.melscale_fbanks(*args), "differ"),  # the lesson's HTK bank as is
         (_mel_ignoring("f_min"), "differ"),
         (_mel_ignoring("f_max"), "differ"),
+        (lambda *args: _mel_ignoring("f_min")(*args).bfloat16(), "dtype"),  # hidden by half precision
     ],
     "2.3": [
         (lambda s, p, d, L: ((s // p) ** 2 + 1, 0, 0), "wrong type"),  # a tuple, not a dict
         (_cost_one_block, "wrong value"),  # forgot to multiply by depth
         (lambda s, p, d, L: {"tokens": (s // p) ** 2 + 1}, "missing keys"),
+        (lambda s, p, d, L: {k: float(v) for k, v in _cost_by_hand(s, p, d, L).items()}, "whole number"),
     ],
     "2.4": [
         (_per_frame_patches, "shape"),  # ignored the time extent of a tubelet
@@ -111,7 +122,7 @@ WRONG = {
 }
 
 CORRECT = {
-    "2.1": [lambda images, p: F.unfold(images, p, stride=p).transpose(1, 2), _unfold_patches],
+    "2.1": [_patches_by_loop],
     "2.2": [_mel_in_float64],
     "2.3": [_cost_by_hand],
     "2.4": [_tubelets_by_unfold],

@@ -37,6 +37,17 @@ def _siglip_bce(a, b, scale, bias):
     return F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / len(logits)
 
 
+def _siglip_softplus(a, b, scale, bias):
+    logits = scale * F.normalize(a, dim=1) @ F.normalize(b, dim=1).T + bias
+    signs = torch.ones_like(logits).fill_diagonal_(1.0) * 2 * torch.eye(len(a), dtype=a.dtype) - 1
+    return F.softplus(-signs * logits).sum() / len(a)   # softplus(-x) = -log sigmoid(x)
+
+
+def _siglip_unnormalised(a, b, scale, bias):
+    logits = scale * a @ b.T + bias
+    return -F.logsigmoid((2 * torch.eye(len(a), dtype=a.dtype) - 1) * logits).sum() / len(a)
+
+
 def _zero_shot_softmax_wrong_axis(a, b):
     similarities = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
     return similarities.softmax(dim=0).argmax(dim=1)
@@ -53,7 +64,8 @@ WRONG = {
     "3.1": [
         (lambda s, t: F.cross_entropy(s / t, torch.arange(len(s)), reduction="none"), "shape"),  # no mean
         (lambda s, t: -(F.softmax(s / t, dim=1).diagonal()).mean(), "expected"),  # forgot the log
-        (lambda s, t: F.cross_entropy(s / t, torch.arange(len(s))).item(), "0-dimensional tensor"),
+        (lambda s, t: (torch.logsumexp(s / t, 1) - (s / t).diagonal()).mean().item(), "0-dimensional tensor"),
+        (lambda s, t: F.cross_entropy(s.float() / t, torch.arange(len(s))), "without F.cross_entropy"),
     ],
     "3.2": [
         (lambda a, b, s: symmetric(a.detach(), b, s), "no gradient reaches"),  # broke the graph
@@ -61,16 +73,21 @@ WRONG = {
         (lambda a, b, s: torch.tensor(symmetric(a, b, s).item()), "no gradient reaches"),  # .item() then a tensor
         (lambda a, b, s: symmetric(a, b, s).item(), "0-dimensional tensor"),
         (lambda a, b, s: symmetric(a, b, 1.0), "ignored the logit scale"),  # ignored the scale
+        (lambda a, b, s: symmetric(a, b, torch.tensor(s).exp()), "logarithm"),
     ],
     "3.3": [
         (_siglip_zero_one_labels, "expected"),
         (lambda a, b, s, c: F.cross_entropy(s * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T + c,
                                             torch.arange(len(a))), "expected"),  # softmax, not sigmoid
+        (_siglip_bce, "without F.binary_cross_entropy_with_logits"),
+        (_siglip_unnormalised, "forgot to normalise"),
     ],
     "3.4": [
         (lambda a, b: (F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T), "shape"),  # no argmax
         (lambda a, b: (a @ b.T).softmax(1), "shape"),  # probabilities, not class indices
         (_zero_shot_softmax_wrong_axis, "expected"),
+        (lambda a, b: (F.normalize(a, dim=-1) @ F.normalize(b, dim=0).T).argmax(1), "wrong axis"),
+        (lambda a, b: (F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T).argmax(1).float(), "dtype"),
     ],
     "3.5": [
         (lambda v: F.normalize(v, dim=-1), "shape"),  # no average at all
@@ -80,11 +97,11 @@ WRONG = {
 
 CORRECT = {
     "3.1": [
-        lambda s, t: F.cross_entropy(s.float() / t, torch.arange(len(s))),  # float32, as a learner writes it
+        lambda s, t: (torch.logsumexp(s.float() / t, 1) - (s.float() / t).diagonal()).mean(),  # in float32
         lambda s, t: -F.log_softmax(s / t, dim=1).diagonal().mean(),
     ],
     "3.2": [_symmetric_by_hand_float32, symmetric],
-    "3.3": [_siglip_bce],
+    "3.3": [_siglip_softplus],
     "3.4": [lambda a, b: F.cosine_similarity(a[:, None], b[None], dim=-1).max(dim=1).indices],
     "3.5": [_ensemble_loop],
 }

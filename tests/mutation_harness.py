@@ -380,7 +380,7 @@ def run(exercise: Exercise, extra_wrong: list[tuple[Callable, str]] = (), extra_
     probes = probe_inputs(cases)
     property_check = any(callable_expected(c.expected) for c in cases)
     candidates = mutants_of(reference, cases) if any(c.inputs for c in cases) else []
-    candidates += [Mutant(f"known mistake: {m.name}", m.simulate) for m in exercise.mistakes]
+    candidates += [Mutant(f"known mistake: {m.name}", m.simulate, words=m.name) for m in exercise.mistakes]
     candidates += [Mutant(f"hand-written wrong answer {n}", fn, words=words)
                    for n, (fn, words) in enumerate(extra_wrong, start=1)]
     candidates += [Mutant(f"hand-written correct variant {n}", fn, kind=CORRECT_VARIANT)

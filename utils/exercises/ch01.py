@@ -104,8 +104,9 @@ recall_at_k = Exercise(
         "For each query (a row), find the K gallery items with the highest similarity, and ask whether "
         "the true partner is among them. Recall@K is the fraction of queries for which it is.",
         "similarity.topk(k, dim=1).indices gives a [Q, K] tensor of the best items per row.",
-        "Check by hand on the 5-query case: three queries hit at K=1 and a fourth at K=2. Recall@K never "
-        "falls as K grows, reaches 1 when K is the gallery size, and is a fraction between 0 and 1.",
+        "Check by hand: similarity [[0.9, 0.1, 0.5], [0.2, 0.3, 0.8]] with true_index [0, 1] gives "
+        "Recall@1 = 0.5 (query 1's partner ranks second) and Recall@2 = 1.0. Recall@K never falls as K "
+        "grows, and is a fraction between 0 and 1.",
     ],
     mistakes=[
         Mistake("sorted in the wrong direction", "argsort is ascending: its first columns are the LEAST "
@@ -144,6 +145,9 @@ def _taxonomy_compare(expected: dict, got) -> str | None:
     missing = sorted(set(expected) - set(got))
     if missing:
         return f"these models are missing from your dict: {missing} (keys must be spelled as in the stub)"
+    extra = sorted(str(key) for key in set(got) - set(expected))
+    if extra:
+        return f"your dict has entries that are not among the five models: {extra}; remove them"
     wrong = []
     for model, answer in expected.items():
         given = got[model]

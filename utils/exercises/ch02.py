@@ -52,11 +52,12 @@ patchify = Exercise(
     key="2.1",
     title="Cut images into flattened patches",
     cases=_patch_cases,
+    forbidden=("torch.nn.functional.unfold", "torch.Tensor.unfold", "torch.nn.functional.conv2d"),
     hints=[
         "Split each spatial axis in two: H becomes (H/P, P) and W becomes (W/P, P). A reshape does that: "
         "[N, C, H, W] -> [N, C, H/P, P, W/P, P].",
-        "Then bring the two grid axes (H/P, W/P) forward and the patch contents (C, P, P) to the back with "
-        "permute(0, 2, 4, 1, 3, 5).",
+        "Then one permute reorders the six axes: the batch, then the two grid axes (which patch), then the "
+        "three axes inside a patch in the order channel, row, column. Write down which old axis goes where.",
         "Test on torch.arange(16.).reshape(1, 1, 4, 4) with patch 2: the first patch must be [0, 1, 4, 5], "
         "the second [2, 3, 6, 7] (the top row of patches comes first).",
     ],
@@ -275,8 +276,8 @@ tubelets = Exercise(
     hints=[
         "A tubelet is a block of t frames x P x P pixels. Split T into (T/t, t), H into (H/P, P) and W into "
         "(W/P, P): video [N, T, C, H, W] -> [N, T/t, t, C, H/P, P, W/P, P].",
-        "Bring the three grid axes (T/t, H/P, W/P) forward and the block contents to the back in the order "
-        "(C, t, P, P) - the order of a Conv3d weight [D, C, t, P, P]: permute(0, 1, 4, 6, 3, 2, 5, 7).",
+        "One permute then brings the three grid axes (which tubelet) forward and the block contents to the "
+        "back in the order of a Conv3d weight [D, C, t, P, P]: channel, then time, row, column.",
         "Test on torch.arange(64.).reshape(1, 4, 1, 4, 4) (one channel, 4 frames of 4x4) with a 2x2x2 "
         "tubelet: the first token must be [0, 1, 4, 5, 16, 17, 20, 21] - frame 0's top-left 2x2, then "
         "frame 1's.",
@@ -338,8 +339,8 @@ jigsaw = Exercise(
     hints=[
         "Cut the image into its grid of patches, reorder the patches, and put the grid back together. Patch "
         "i of the OUTPUT (counted row by row) is patch order[i] of the input.",
-        "images.reshape(N, C, H/P, P, W/P, P).permute(0, 2, 4, 1, 3, 5) gives [N, H/P, W/P, C, P, P]; "
-        "flatten the two grid axes to [N, L, C, P, P] and index with [:, order].",
+        "Once the patches sit along one axis of length L = (H/P)(W/P), indexing that axis with the tensor "
+        "`order` reorders them all at once; then undo the cutting, in reverse.",
         "Two properties to test: order = torch.arange(L) returns the image unchanged, and shuffling with "
         "order and then with order.argsort() returns it unchanged too.",
     ],

@@ -37,26 +37,32 @@ def _info_nce_cases() -> list[Case]:
     ]
 
 
+def _row_loss(logits):
+    """-log softmax of each row's diagonal entry, averaged (the formula, without F.cross_entropy)."""
+    return (torch.logsumexp(logits, dim=1) - logits.diagonal()).mean()
+
+
 def _info_nce_no_temperature(similarities, temperature):
-    return F.cross_entropy(similarities, torch.arange(similarities.shape[0]))
+    return _row_loss(similarities)
 
 
 def _info_nce_columns(similarities, temperature):
-    return F.cross_entropy(similarities.T / temperature, torch.arange(similarities.shape[0]))
+    return _row_loss(similarities.T / temperature)
 
 
 def _info_nce_times_temperature(similarities, temperature):
-    return F.cross_entropy(similarities * temperature, torch.arange(similarities.shape[0]))
+    return _row_loss(similarities * temperature)
 
 
 def _info_nce_sum(similarities, temperature):
-    return F.cross_entropy(similarities / temperature, torch.arange(similarities.shape[0]), reduction="sum")
+    return _row_loss(similarities / temperature) * len(similarities)
 
 
 info_nce = Exercise(
     key="3.1",
     title="InfoNCE, image to text",
     cases=_info_nce_cases,
+    forbidden=("torch.nn.functional.cross_entropy",),
     gradient_reference=_info_nce_reference,
     hints=[
         "Row i of the matrix scores image i against every caption; the right caption is number i. The "
@@ -125,8 +131,8 @@ symmetric_loss = Exercise(
     hints=[
         "Normalise both sets of vectors to unit length, form the scaled similarity matrix, and use it "
         "twice: once read by rows (image to text) and once by columns (text to image).",
-        "logits = logit_scale * a_hat @ b_hat.T with a_hat = F.normalize(image_vectors, dim=-1). The true "
-        "pairs are on the diagonal, so the targets are torch.arange(N) in both directions.",
+        "After normalising, one matrix product gives the [N, N] cosine matrix; multiply it by logit_scale "
+        "(the multiplier itself, not its log). The true pairs are on the diagonal in both directions.",
         "Your loss must be symmetric: swapping image_vectors and text_vectors gives the same value. Build it "
         "from torch operations only (no .item(), NumPy or detach) so that its gradient reaches both inputs.",
     ],
@@ -139,6 +145,9 @@ symmetric_loss = Exercise(
                 _symmetric_summed),
         Mistake("ignored the logit scale", "Multiply the cosine matrix by logit_scale (1 / temperature) "
                 "before the softmax.", lambda images, texts, scale: _symmetric_reference(images, texts, 1.0)),
+        Mistake("read logit_scale as a logarithm", "Here logit_scale is the multiplier itself (1 / tau); "
+                "the lesson's model stores its log and calls .exp(), but this function receives the scale.",
+                lambda images, texts, scale: _symmetric_reference(images, texts, math.exp(scale))),
     ],
     atol=1e-8,
     rtol=1e-6,
@@ -175,11 +184,18 @@ def _siglip_cases() -> list[Case]:
 
 def _siglip_mean(image_vectors, text_vectors, logit_scale, bias):
     logits = logit_scale * F.normalize(image_vectors, dim=-1) @ F.normalize(text_vectors, dim=-1).T + bias
-    return F.binary_cross_entropy_with_logits(logits, torch.eye(len(logits), dtype=logits.dtype))
+    signs = 2 * torch.eye(len(logits), dtype=logits.dtype) - 1
+    return -F.logsigmoid(signs * logits).mean()
+
+
+def _siglip_unnormalised(image_vectors, text_vectors, logit_scale, bias):
+    logits = logit_scale * image_vectors @ text_vectors.T + bias
+    labels = 2 * torch.eye(len(logits), dtype=logits.dtype) - 1
+    return -F.logsigmoid(labels * logits).sum() / len(logits)
 
 
 def _siglip_no_bias(image_vectors, text_vectors, logit_scale, bias):
-    return _siglip_reference(image_vectors, text_vectors, logit_scale, 0.0)
+    return _siglip_mean(image_vectors, text_vectors, logit_scale, 0.0) * len(image_vectors)
 
 
 def _siglip_diagonal_only(image_vectors, text_vectors, logit_scale, bias):
@@ -191,12 +207,13 @@ siglip_loss = Exercise(
     key="3.3",
     title="SigLIP's pairwise sigmoid loss",
     cases=_siglip_cases,
+    forbidden=("torch.nn.functional.binary_cross_entropy_with_logits",),
     gradient_reference=_siglip_reference,
     hints=[
         "Every (image, text) pair in the batch is its own yes/no question: is this the right caption? The "
         "N true pairs (the diagonal) say yes, the N^2 - N others say no. No softmax over the batch.",
-        "logits = logit_scale * a_hat @ b_hat.T + bias (unit vectors). The label z_ij is +1 on the "
-        "diagonal and -1 elsewhere; the loss of one pair is -log sigmoid(z_ij * logit_ij).",
+        "Each logit is logit_scale times a cosine plus the bias. Give every pair a label z that is +1 on "
+        "the diagonal and -1 elsewhere: then one formula, -log sigmoid(z * logit), covers both kinds.",
         "One matching pair of identical unit vectors at scale 1 and bias 0 gives log(1 + 1/e) = 0.3133. "
         "The loss is a sum over all N^2 pairs divided by N, not by N^2.",
     ],
@@ -206,6 +223,9 @@ siglip_loss = Exercise(
         Mistake("forgot the bias", "Add the learned bias b to every logit: t * cos + b.", _siglip_no_bias),
         Mistake("left out the negative pairs", "Every off-diagonal pair contributes -log sigmoid(-logit): "
                 "the negatives are what the loss learns from.", _siglip_diagonal_only),
+        Mistake("forgot to normalise", "The logits use cosine similarities: F.normalize both sets first. "
+                "(On unit-length inputs the value can still come out right; the gradient does not.)",
+                _siglip_unnormalised),
     ],
     atol=1e-8,
     rtol=1e-6,
@@ -233,6 +253,12 @@ def _zero_shot_cases() -> list[Case]:
     crowd = F.normalize(popular_classes[popular_labels], dim=-1) + 0.6 * torch.randn(6, 6, generator=popular)
     crowd = crowd * torch.tensor([1.0, 3.0, 0.5, 2.0, 1.0, 0.3])[:, None]
     crowd_expected = F.cosine_similarity(crowd[:, None], popular_classes[None], dim=-1).argmax(1)
+    # Class vectors of unequal lengths in few dimensions: skipping the normalisation and normalising
+    # each coordinate across the classes (dim=0) pick different, wrong classes here.
+    mixed = torch.Generator().manual_seed(7)
+    long_and_short = torch.randn(3, 4, generator=mixed) * torch.tensor([3.0, 0.5, 1.0])[:, None]
+    scattered = torch.randn(6, 4, generator=mixed)
+    scattered_expected = F.cosine_similarity(scattered[:, None], long_and_short[None], dim=-1).argmax(1)
     return [
         Case(inputs=(tiny_images, tiny_texts), expected=torch.tensor([1, 0, 2]),
              label="3 images, 3 classes in 2-D (by hand: classes 1, 0, 2)"),
@@ -240,6 +266,8 @@ def _zero_shot_cases() -> list[Case]:
              label="7 images, 5 classes, vectors of very different lengths"),
         Case(inputs=(crowd, popular_classes), expected=crowd_expected,
              label="6 images, 4 classes in 6-D, three images near one popular class"),
+        Case(inputs=(scattered, long_and_short), expected=scattered_expected,
+             label="6 random images, 3 classes in 4-D, class vectors of lengths near 3, 0.5 and 1"),
     ]
 
 
@@ -250,6 +278,11 @@ def _zero_shot_unnormalised(image_vectors, class_text_vectors):
 def _zero_shot_wrong_axis(image_vectors, class_text_vectors):
     sims = F.normalize(image_vectors, dim=-1) @ F.normalize(class_text_vectors, dim=-1).T
     return sims.argmax(0)
+
+
+def _zero_shot_classes_wrong_axis(image_vectors, class_text_vectors):
+    sims = F.normalize(image_vectors, dim=-1) @ F.normalize(class_text_vectors, dim=0).T
+    return sims.argmax(1)
 
 
 def _zero_shot_argmin(image_vectors, class_text_vectors):
@@ -274,6 +307,8 @@ zero_shot = Exercise(
                 _zero_shot_unnormalised),
         Mistake("used the wrong axis", "Each image (row) picks a class: argmax over dim=1.",
                 _zero_shot_wrong_axis),
+        Mistake("normalised along the wrong axis", "dim=0 scales each coordinate across the classes; every "
+                "class vector needs length 1 on its own: normalise with dim=-1.", _zero_shot_classes_wrong_axis),
         Mistake("took the least similar class", "Pick the most similar class: argmax, not argmin.",
                 _zero_shot_argmin),
     ],

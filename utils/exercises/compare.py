@@ -29,27 +29,46 @@ from utils.exercises.describe import (
 )
 from utils.runtime import to_numpy
 
-# The smallest (atol, rtol) that is fair to a result held in each floating-point width.
-PRECISION_FLOOR = {
-    torch.float32: (1e-6, 1e-5),
-    torch.float16: (1e-3, 1e-2),
-    torch.bfloat16: (1e-2, 2e-2),
-    np.dtype(np.float32): (1e-6, 1e-5),
-    np.dtype(np.float16): (1e-3, 1e-2),
-}
+# The smallest (atol, rtol) that is fair to a result held in float32. Half-precision results are not
+# graded: float16 and bfloat16 hold 3 or 4 significant digits, too few to tell many slips apart.
+FLOAT32_FLOOR = (1e-6, 1e-5)
+FLOAT32 = (torch.float32, np.dtype(np.float32))
+HALF = (torch.float16, torch.bfloat16, np.dtype(np.float16))
 
 _NON_FINITE_ADVICE = " - look for a division by zero, a log of 0 or an overflow"
 
 
 def tolerance_for(got: Any, atol: float, rtol: float) -> tuple[float, float]:
-    """(atol, rtol) widened to the precision of `got`'s number type (float32, float16, bfloat16)."""
-    dtype = getattr(got, "dtype", None)
-    if isinstance(got, np.floating):
-        dtype = np.dtype(type(got))
-    floor = PRECISION_FLOOR.get(dtype) if dtype is not None else None
-    if floor is None:
-        return atol, rtol
-    return max(atol, floor[0]), max(rtol, floor[1])
+    """(atol, rtol) widened to float32's precision when `got` is held in float32."""
+    if _dtype(got) in FLOAT32:
+        return max(atol, FLOAT32_FLOOR[0]), max(rtol, FLOAT32_FLOOR[1])
+    return atol, rtol
+
+
+def _dtype(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return np.dtype(type(x))
+    return getattr(x, "dtype", None)
+
+
+def _precision_problem(expected: Any, got: Any, at: str) -> str | None:
+    """A message when `got` is in half precision but `expected` is not, else None."""
+    if _dtype(got) in HALF and _dtype(expected) not in HALF:
+        name = str(_dtype(got)).replace("torch.", "")
+        return (f"wrong dtype{at}: your output is {name}, which holds only 3 or 4 significant digits - too few "
+                "to check. Compute in float32 or float64 (drop the .half() / .bfloat16()).")
+    return None
+
+
+def _is_integer(x: Any) -> bool:
+    if isinstance(x, (bool, np.bool_)):
+        return False
+    if isinstance(x, (int, np.integer)):
+        return True
+    dtype = _dtype(x)
+    if isinstance(dtype, torch.dtype):
+        return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
+    return isinstance(dtype, np.dtype) and dtype.kind in "iu"
 
 
 def compare_values(
@@ -96,6 +115,9 @@ def compare_values(
 
 def _compare_scalars(expected: Any, got: Any, atol: float, rtol: float, at: str) -> str | None:
     wants_tensor = isinstance(expected, torch.Tensor)
+    problem = _precision_problem(expected, got, at)
+    if problem:
+        return problem
     if is_array(got) and ndim(got) > 0:
         if numel(got) != 1:
             extra = " - did you forget to reduce (mean or sum) over an axis?" if wants_tensor else ""
@@ -110,6 +132,9 @@ def _compare_scalars(expected: Any, got: Any, atol: float, rtol: float, at: str)
             f"wrong type{at}: expected a 0-dimensional tensor, got {describe_type(got)}. Keep the result a "
             "tensor: .item(), float() and NumPy turn it into a number that autograd cannot differentiate."
         )
+    if _is_integer(expected) and not _is_integer(got):
+        return (f"wrong type{at}: expected a whole number (an int), got {describe_type(got)}. Counts are "
+                "integers: use // rather than /, or int(...).")
     atol, rtol = tolerance_for(got, atol, rtol)
     want, have = float(scalar(expected)), float(scalar(got))
     if math.isnan(want) and math.isnan(have):
@@ -130,6 +155,13 @@ def _compare_arrays(expected: Any, got: Any, atol: float, rtol: float, at: str) 
     if want_shape != got_shape:
         advice = _shape_advice(want_shape, got_shape)
         return f"wrong shape{at}: expected {want_shape}, got {got_shape}{advice}."
+    problem = _precision_problem(expected, got, at)
+    if problem:
+        return problem
+    if _is_integer(expected) and not _is_integer(got) and not is_bool_dtype(got):
+        name = str(_dtype(got)).replace("torch.", "")
+        return (f"wrong dtype{at}: expected integers (indices or counts, int64), got {name} values. Keep the "
+                "integer result of argmax, topk or //; do not convert it to float.")
     atol, rtol = tolerance_for(got, atol, rtol)
     want, have = to_numpy(expected), to_numpy(got)
     if want.size == 0:

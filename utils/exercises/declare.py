@@ -10,8 +10,11 @@ respect to every floating-point tensor input, so that a `.detach()` on any input
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import importlib
 import inspect
+import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +32,7 @@ from utils.exercises.describe import (
     labelled,
     learner_line,
     short,
+    short_pair,
 )
 from utils.exercises.display import CORRECT, ERROR, INCORRECT, NOT_ATTEMPTED, Result, Text, highlight_code
 from utils.exercises.display import inline_code_html as _inline_code_html
@@ -77,6 +81,8 @@ class Exercise:
     check: on every case, autograd's gradient of the answer with respect to each floating-point
     tensor input must match the reference's (a non-scalar output is first reduced by a fixed random
     weighting, so every element counts).
+    `forbidden` names functions the statement rules out (e.g. ``"torch.nn.functional.unfold"``):
+    while the answer runs they raise an error that says so.
     """
 
     def __init__(
@@ -90,6 +96,7 @@ class Exercise:
         rtol: float = 1e-5,
         compare: Callable[[Any, Any], str | None] | None = None,
         gradient_reference: Callable[..., Any] | None = None,
+        forbidden: Sequence[str] = (),
     ) -> None:
         self.key = key
         self.title = title
@@ -100,6 +107,7 @@ class Exercise:
         self.rtol = rtol
         self.compare = compare
         self.gradient_reference = gradient_reference
+        self.forbidden = tuple(forbidden)
         registry.register(self)
 
     def __repr__(self) -> str:
@@ -168,15 +176,17 @@ class Exercise:
         where = f'case "{case.label}" ({number} of {len(cases)})'
         inputs, kwargs = clone(case.inputs), clone(case.kwargs)
         try:
-            with isolated_seed(0):
+            with isolated_seed(0), self._rules():
                 got = answer(*inputs, **kwargs)
+        except KeyboardInterrupt:
+            raise
         except NotImplementedError as error:
             if number == 1:
                 return self._result(NOT_ATTEMPTED, NOT_ATTEMPTED_MESSAGE)
             lines = [where, _inputs_block(answer, case), f"  your function raised {exception_line(error)}"]
             lines.append("  Earlier cases passed: one path of your code is still unfinished.")
             return self._result(INCORRECT, "\n".join(lines))
-        except (Exception, SystemExit) as error:
+        except BaseException as error:  # SystemExit and the learner's own BaseException subclasses too
             return self._result(INCORRECT, self._exception_message(answer, case, where, error))
         if _unanswered(got):
             return self._result(NOT_ATTEMPTED, NOT_ATTEMPTED_MESSAGE)
@@ -184,9 +194,11 @@ class Exercise:
         problem = self._compare_case(case, got)
         if problem:
             lines = [where, _inputs_block(answer, case)]
-            if not callable_expected(case.expected):
-                lines.append(labelled("expected", short(case.expected)))
-            lines.append(labelled("got", short(got)))
+            if callable_expected(case.expected):
+                lines.append(labelled("got", short(got)))
+            else:
+                shown_expected, shown_got = short_pair(case.expected, got)
+                lines += [labelled("expected", shown_expected), labelled("got", shown_got)]
             lines.append(indent(problem, "  "))
             if changed:
                 lines.append(f"  Note: your function also changed its input {changed} in place.")
@@ -231,7 +243,7 @@ class Exercise:
             if case is failing:
                 continue
             try:
-                with isolated_seed(0):
+                with isolated_seed(0), self._rules(), _quiet():
                     outputs.append((case, answer(*clone(case.inputs), **clone(case.kwargs))))
             except Exception:
                 continue
@@ -239,6 +251,21 @@ class Exercise:
             if all(self._same_as_mistake(mistake, case, output) for case, output in outputs):
                 return mistake
         return None
+
+    @contextlib.contextmanager
+    def _rules(self):
+        """While the answer runs, the functions the statement forbids raise an error that says so."""
+        saved = []
+        try:
+            for dotted in self.forbidden:
+                owner_name, _, name = dotted.rpartition(".")
+                owner = _resolve(owner_name)
+                saved.append((owner, name, getattr(owner, name)))
+                setattr(owner, name, _forbidden_call(self.key, dotted))
+            yield
+        finally:
+            for owner, name, original in reversed(saved):
+                setattr(owner, name, original)
 
     def _same_as_mistake(self, mistake: Mistake, case: Case, got: Any) -> bool:
         try:
@@ -266,9 +293,11 @@ class Exercise:
         expected_output, expected_grads = gradients(self.gradient_reference, case.inputs, case.kwargs)
         head = [where, _inputs_block(answer, case), "  your output has the right value, but"]
         try:
-            with isolated_seed(0):
+            with isolated_seed(0), self._rules(), _quiet():
                 got_output, got_grads = gradients(answer, case.inputs, case.kwargs, like=expected_output)
-        except Exception as error:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:
             advice = error_advice(error) or (
                 "Autograd could not differentiate your result: keep every step a torch operation "
                 "(no .item(), float(), NumPy or torch.tensor(...) of a result)."
@@ -290,12 +319,35 @@ class Exercise:
             atol, rtol = tolerance_for(got_output, self.atol, self.rtol)  # float32 inside: float32 tolerance
             problem = compare_values(expected, got, atol=atol, rtol=rtol)
             if problem:
+                shown_expected, shown_got = short_pair(expected, got)
                 lines = head + [
                     f"  its gradient with respect to {name} is not the one autograd gives the reference formula:",
-                    labelled("expected", short(expected)), labelled("got", short(got)), indent(problem, "  "),
-                    "  A .detach() or an in-place edit on the way changes what flows back.",
+                    labelled("expected", shown_expected), labelled("got", shown_got), indent(problem, "  "),
                 ]
+                mistake = self._gradient_mistake(case, got_grads)
+                if mistake is not None:
+                    lines.append(f"  This looks like a common mistake: {mistake.name}. {mistake.explanation}")
+                else:
+                    lines.append("  The value can be right by luck on these inputs (unit vectors, say) while the "
+                                 "formula is not; or a .detach() or in-place edit changes what flows back.")
                 return self._result(INCORRECT, "\n".join(line for line in lines if line))
+        return None
+
+    def _gradient_mistake(self, case: Case, got_grads: dict) -> Mistake | None:
+        """The first mistake whose gradients on this case equal the learner's."""
+        for mistake in self.mistakes:
+            try:
+                with isolated_seed(0), _quiet():
+                    _, grads = gradients(mistake.simulate, case.inputs, case.kwargs)
+            except Exception:
+                continue
+            same = all(
+                (want is None) == (got_grads.get(key) is None)
+                and (want is None or compare_values(want, got_grads[key], self.atol, self.rtol) is None)
+                for key, want in grads.items()
+            )
+            if same:
+                return mistake
         return None
 
     # -- hints and solutions -------------------------------------------------------------------
@@ -330,6 +382,39 @@ class Exercise:
         notebook, source = found
         header = f"Reference solution for {self.key} {self.title} (from {notebook.name}):"
         return Text(f"{header}\n\n{source}", f"<p><b>{_inline_code_html(header)}</b></p>{highlight_code(source)}")
+
+
+class ForbiddenCall(RuntimeError):
+    """Raised when an answer calls a function its exercise's statement rules out."""
+
+
+def _forbidden_call(key: str, dotted: str) -> Callable[..., Any]:
+    short_name = dotted.replace("torch.nn.functional.", "F.").replace("torch.Tensor.", "Tensor.")
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ForbiddenCall(f"exercise {key} asks you to write this without {short_name}")
+    return refuse
+
+
+def _resolve(dotted: str) -> Any:
+    """The object named by a dotted path: 'torch.nn.functional' -> the module, 'torch.Tensor' -> the class."""
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attribute in parts[split:]:
+            target = getattr(target, attribute)
+        return target
+    raise ImportError(f"cannot resolve {dotted!r}")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence prints of the learner's code while the check re-runs it behind the scenes."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 def callable_expected(expected: Any) -> bool:

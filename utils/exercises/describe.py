@@ -100,8 +100,12 @@ def describe_type(x: Any) -> str:
         return f"a NumPy array of shape {x.shape}"
     if isinstance(x, (bool, np.bool_)):
         return f"a bool ({bool(x)})"
-    if isinstance(x, (int, float, np.number)):
-        return f"a Python number ({fmt(x)})" if isinstance(x, (int, float)) else f"a NumPy number ({fmt(x)})"
+    if isinstance(x, int):
+        return f"an int ({x})"
+    if isinstance(x, float):
+        return f"a float ({x!r})" if x.is_integer() else f"a float ({fmt(x)})"
+    if isinstance(x, np.number):
+        return f"a NumPy {type(x).__name__} ({fmt(x)})"
     if isinstance(x, str):
         return f"a string ({short(x)})"
     if isinstance(x, (list, tuple, dict)):
@@ -109,19 +113,19 @@ def describe_type(x: Any) -> str:
     return f"a {type(x).__name__}"
 
 
-def short(x: Any, depth: int = 0) -> str:
+def short(x: Any, depth: int = 0, digits: int = 4) -> str:
     """A short description of a value for messages: small tensors value by value, big ones by range."""
     if x is Ellipsis:
         return "... (not answered yet)"
     if isinstance(x, torch.Tensor):
         dtype = str(x.dtype).replace("torch.", "")
-        return _array_text(f"tensor of shape {tuple(x.shape)}, {dtype}", x)
+        return _array_text(f"tensor of shape {tuple(x.shape)}, {dtype}", x, digits)
     if isinstance(x, np.ndarray):
-        return _array_text(f"array of shape {x.shape}, {x.dtype}", x)
+        return _array_text(f"array of shape {x.shape}, {x.dtype}", x, digits)
     if isinstance(x, (bool, np.bool_)):
         return str(bool(x))
     if isinstance(x, (int, float, np.number)):
-        return fmt(x)
+        return fmt(x, digits)
     if isinstance(x, str):
         return repr(x) if len(x) <= 60 else repr(x[:57]) + "..."
     if isinstance(x, Mapping):
@@ -147,17 +151,30 @@ def short(x: Any, depth: int = 0) -> str:
     return re.sub(r" at 0x[0-9a-fA-F]+", "", text)[:80]
 
 
-def _array_text(head: str, x: Any) -> str:
+def short_pair(expected: Any, got: Any) -> tuple[str, str]:
+    """`short` of both values, with just enough digits that different values never print the same."""
+    shown = short(expected), short(got)
+    if shown[0] != shown[1] or not (is_array(expected) or is_scalar(expected)):
+        return shown
+    for digits in range(5, 13):
+        finer = short(expected, digits=digits), short(got, digits=digits)
+        if finer[0] != finer[1]:
+            return finer
+    return shown
+
+
+def _array_text(head: str, x: Any, digits: int = 4) -> str:
     values = to_numpy(x)
     if values.size == 0:
         return head
     if values.size <= SMALL_TENSOR:
-        text = np.array2string(values, precision=4, separator=", ", suppress_small=True, max_line_width=90)
+        text = np.array2string(values, precision=digits, separator=", ", suppress_small=digits <= 4,
+                               max_line_width=90)
         return f"{head}\n{text}" if "\n" in text else f"{head}: {text}"
     if values.dtype.kind in "biuf":
         finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
         if finite.size:
-            low, high = fmt(finite.min()), fmt(finite.max())
+            low, high = fmt(finite.min(), digits), fmt(finite.max(), digits)
             return f"{head}, values from {low} to {high}"
     return head
 
