@@ -9,11 +9,12 @@ CHAPTER ?=
 export MMBOOK_EXECUTE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup book test lint unit notebooks site lab execute bench clean
+.PHONY: help setup book test lint unit notebooks site colab-check lab execute bench clean
 
 help:
 	@echo "make book     build the site from the stored notebook outputs into _build/html"
-	@echo "make test     lint, unit tests, notebook regression (nbval), book build, browser check"
+	@echo "make test     lint, unit tests, notebook regression (nbval), book build, browser check, Colab check"
+	@echo "make colab-check  setup cells, solutions and real-thing cells under Colab's package versions"
 	@echo "make lab      open JupyterLab on the lessons"
 	@echo "make execute  re-run the lessons and store their outputs (CHAPTER=01 for one)"
 	@echo "make bench    time every lesson in a fresh kernel and write book/runtimes.md"
@@ -39,13 +40,19 @@ site: setup
 	@scripts/ensure_debian.sh chromium:chromium chromium-driver:chromedriver
 	$(BIN)/pytest tests/site -q
 
-test: lint unit notebooks book site
+colab-check: setup
+	@PYTHON=$(PYTHON) scripts/colab_env.sh
+	.venv-colab/bin/python scripts/colab_check.py
+	.venv-colab/bin/python -m pytest tests/test_hub.py -q -p no:cacheprovider
+
+test: lint unit notebooks book site colab-check
 	@echo "make test: all stages passed"
 
 lab: setup
 	$(BIN)/jupyter lab lessons
 
 execute: setup
+	$(BIN)/python scripts/sync_repository.py
 	$(BIN)/python scripts/notebooks.py execute $(CHAPTER)
 
 bench: setup

@@ -247,3 +247,34 @@ def test_unknown_kind_names_the_known_ones():
 def test_importing_hub_does_not_import_the_big_libraries():
     code = "import sys, utils.hub; bad = {'transformers', 'diffusers'} & set(sys.modules); assert not bad"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+@pytest.mark.parametrize(("version", "keyword"), [("0.39.0", "torch_dtype"), ("0.39rc1", "torch_dtype"),
+                                                  ("0.40.0", "dtype"), ("0.42.1", "dtype"), ("1.0.0.dev0", "dtype")])
+def test_diffusers_gets_the_dtype_keyword_its_version_reads(monkeypatch, version, keyword):
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: version)
+    assert hub.dtype_keyword("diffusers") == keyword
+    assert hub.dtype_keyword("transformers") == "dtype"
+
+
+def test_real_stable_diffusion_passes_the_dtype_under_the_right_name(monkeypatch):
+    import diffusers
+
+    seen = {}
+
+    class FakePipeline:
+        tokenizer = "tokenizer"
+
+        @classmethod
+        def from_pretrained(cls, name, **kwargs):
+            seen.update(kwargs)
+            return cls()
+
+        def to(self, device):
+            return self
+
+    monkeypatch.setattr(diffusers, "StableDiffusionPipeline", FakePipeline)
+    hub._real_stable_diffusion("some/model", torch.device("cpu"), torch.float16)
+    assert seen[hub.dtype_keyword("diffusers")] is torch.float16 and len(seen) == 4

@@ -106,3 +106,40 @@ def test_every_lesson_has_solutions_and_is_in_the_toc(path):
     assert f"lessons/{path.stem}" in toc
     assert (ROOT / "solutions" / path.name).exists(), f"solutions/{path.name} is missing"
     assert f"solutions/{path.stem}" in toc
+
+
+def colab_pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "colab-versions.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def test_colab_versions_file_records_its_snapshot_and_the_torch_trio():
+    text = (ROOT / "colab-versions.txt").read_text()
+    assert re.search(r"snapshot of \d{4}-\d{2}-\d{2}", text), "say which Colab snapshot the versions are from"
+    pins = colab_pins()
+    for name in ("torch", "torchvision", "torchaudio"):
+        assert pins[name] == requirement_pins()[name], f"Colab's {name} differs from requirements.txt"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def test_utils_dependencies_accept_colabs_versions():
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = colab_pins()
+    for dep in deps:
+        name, _, floor = dep.partition(">=")
+        name = name.strip().lower()
+        assert name in pins, f"pyproject depends on {name}, which colab-versions.txt does not list"
+        if floor:
+            assert _release(pins[name]) >= _release(floor), f"{dep} would upgrade Colab's {name} {pins[name]}"
+    assert not any(dep.startswith(("torchaudio", "torchvision")) for dep in deps), \
+        "torchaudio and torchvision must match torch exactly: never a hard dependency of utils"

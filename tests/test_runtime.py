@@ -130,3 +130,40 @@ def test_isolated_seed_repeats_inside_and_restores_outside():
     with runtime.isolated_seed(4):
         assert draw() == inside
     assert draw() == after, "the caller's random stream must continue as if nothing happened"
+
+
+def test_a_missing_optional_package_is_one_clear_line():
+    with pytest.raises(runtime.MissingPackage) as missing:
+        runtime.need("skimage_that_does_not_exist", "The bundled photos")
+    assert "The bundled photos needs the skimage_that_does_not_exist package" in str(missing.value)
+    assert missing.value._render_traceback_() == [f"MissingPackage: {missing.value}"]  # no traceback in Jupyter
+    assert isinstance(missing.value, ModuleNotFoundError)
+    assert runtime.need("math", "Arithmetic").sqrt(4) == 2
+
+
+def test_a_broken_optional_package_names_its_error(monkeypatch):
+    import importlib
+
+    def broken(name):
+        raise OSError("libtorchaudio.so: undefined symbol")
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(runtime.MissingPackage) as missing:
+        runtime.need("torchaudio", "The log-mel comparison")
+    assert "could not be imported" in str(missing.value) and "undefined symbol" in str(missing.value)
+
+
+def test_missing_torchaudio_advice_never_upgrades_torch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchaudio", None)  # None in sys.modules: the import fails
+    with pytest.raises(runtime.MissingPackage) as missing:
+        runtime.need("torchaudio", "The log-mel comparison")
+    assert "matching your torch" in str(missing.value) and "never upgrade torch" in str(missing.value)
+
+
+def test_deterministic_kernels_on_the_cpu_only():
+    runtime.seed_everything(0, device=torch.device("cpu"))
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    runtime.seed_everything(0, device=torch.device("cuda"))  # only decides; needs no GPU
+    assert not torch.are_deterministic_algorithms_enabled()
+    runtime.seed_everything(0, device=torch.device("cpu"))

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.metadata
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 from utils import runtime
@@ -121,6 +123,9 @@ def load_pretrained(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose one of {sorted(KINDS)}")
+    runtime.need("transformers", f"The real-thing section ({kind})")
+    if kind == "stable-diffusion":
+        runtime.need("diffusers", "The real-thing section (stable-diffusion)")
     name = name or KINDS[kind].default
     device = torch.device(device) if device is not None else runtime.pick_device()
     if offline is None:
@@ -131,6 +136,8 @@ def load_pretrained(
         loaded = _load_real(kind, name, device, dtype)
     if kind == "whisper":
         _absorb_whisper_generate_notice(loaded.model)
+    if kind == "vlm":
+        _absorb_default_config_notice(loaded.model)
     return loaded
 
 
@@ -214,6 +221,20 @@ def _absorb_whisper_generate_notice(model: Any) -> None:
         model.generate(silence, language="en", task="transcribe", max_length=5)
 
 
+def _absorb_default_config_notice(model: Any) -> None:
+    """Use up, silently, a notice transformers 5.15 prints once on the first `generate` of an Idefics3 model.
+
+    `generate` builds the config class's defaults to compare against, and in transformers 5.15 the default
+    Idefics3Config (pad id 128002, default vocabulary of 32000) fails its own validation, which warns once.
+    The notice concerns the library's defaults, not the loaded model; building the defaults here with
+    transformers' logging at error level spends the once.
+    """
+    from transformers.utils import logging as hf_logging
+
+    with _transformers_verbosity(hf_logging.ERROR):
+        type(model.config)()
+
+
 @contextlib.contextmanager
 def _seeded(seed: int) -> Iterator[None]:
     """Seed torch for the block and give the caller's random state back afterwards."""
@@ -227,24 +248,40 @@ def _seeded(seed: int) -> Iterator[None]:
 # Real checkpoints (online)
 
 
+def dtype_keyword(library: str) -> str:
+    """The `from_pretrained` keyword that sets the weights' dtype in the installed `library`.
+
+    transformers 5 and diffusers from 0.40 take `dtype` (diffusers warns that `torch_dtype` is
+    deprecated); diffusers before 0.40 (Colab shipped 0.39) ignores `dtype`, with a warning, and takes
+    `torch_dtype`.
+    """
+    if library != "diffusers":
+        return "dtype"
+    from packaging.version import Version
+
+    release = Version(importlib.metadata.version("diffusers")).release
+    return "dtype" if release[:2] >= (0, 40) else "torch_dtype"
+
+
 def _real_transformers(model_class: str, processor_class: str
                        ) -> Callable[[str, torch.device, torch.dtype], tuple[Any, Any]]:
     """A loader of a transformers checkpoint with these model and processor classes (by name)."""
 
     def load(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
-        import transformers
+        transformers = runtime.need("transformers", "Loading a pretrained model")
 
-        model = getattr(transformers, model_class).from_pretrained(name, dtype=dtype)
+        model = getattr(transformers, model_class).from_pretrained(name, **{dtype_keyword("transformers"): dtype})
         return model.to(device).eval(), getattr(transformers, processor_class).from_pretrained(name)
 
     return load
 
 
 def _real_stable_diffusion(name: str, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any]:
-    from diffusers import StableDiffusionPipeline
+    diffusers = runtime.need("diffusers", "Loading a Stable Diffusion pipeline")
 
-    pipe = StableDiffusionPipeline.from_pretrained(
-        name, dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(
+        name, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        **{dtype_keyword("diffusers"): dtype},
     )
     pipe = pipe.to(device)
     return pipe, pipe.tokenizer
@@ -569,8 +606,15 @@ def asr_pipeline(loaded: Loaded) -> Any:
     not max_new_tokens (transformers warns when both are set).
     """
     from transformers import pipeline
+    from transformers.utils import logging as hf_logging
 
-    return pipeline(
+    asr = pipeline(
         "automatic-speech-recognition", model=loaded.model, tokenizer=loaded.processor.tokenizer,
         feature_extractor=loaded.processor.feature_extractor, device=_device_of(loaded.model),
     )
+    # transformers 5.15's pipeline passes its own generation config together with the caller's
+    # generate_kwargs and warns, once per process, that the combination is deprecated; newer releases
+    # merge the two. A first call on a tenth of a second of silence spends that once here.
+    with _transformers_verbosity(hf_logging.ERROR):
+        asr(np.zeros(1_600, dtype=np.float32), generate_kwargs={"max_length": 5})
+    return asr

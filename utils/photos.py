@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils import runtime
+
 PHOTOS: dict[str, str] = {
     "astronaut": "Astronaut Eileen Collins in a portrait photo, with the US flag behind her",
     "cat": "Chelsea the cat, a tabby, looking at the camera",
@@ -91,12 +93,10 @@ def _raw(name: str) -> np.ndarray:
     """The photo as its library ships it (uint8, bool or float; grey, RGB or RGBA), cached."""
     library, loader = _SOURCES[name]
     if library == "sklearn":
-        from sklearn.datasets import load_sample_image
-
-        return load_sample_image(loader)
-    import skimage.data
-
-    image = getattr(skimage.data, loader)()
+        datasets = runtime.need("sklearn.datasets", f"The bundled photo {name!r}")
+        return datasets.load_sample_image(loader)
+    skimage_data = runtime.need("skimage.data", f"The bundled photo {name!r}")
+    image = getattr(skimage_data, loader)()
     return image[0] if isinstance(image, tuple) else image  # stereo_motorcycle: (left, right, disparity)
 
 

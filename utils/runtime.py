@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import importlib.metadata
 import os
 import platform
@@ -32,20 +33,28 @@ def to_numpy(values: Any) -> np.ndarray:
     return np.asarray(values)
 
 
-def seed_everything(seed: int = 0, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and torch (CPU and every GPU); ask torch for deterministic kernels."""
+def seed_everything(seed: int = 0, deterministic: bool = True, device: torch.device | None = None) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU), and choose deterministic kernels where that
+    is free of warnings.
+
+    `device` is where the lesson runs (default: `pick_device()`). On a CPU, torch's deterministic
+    mode is on: a run is bit-reproducible on the same machine and library versions. On a GPU (CUDA or
+    Apple's MPS) the runs are seeded and cuDNN picks deterministic convolutions, but torch's global
+    deterministic mode stays off: several backward kernels the book uses (adaptive pooling,
+    interpolation, CTC) accumulate with atomic adds whose order varies, have no deterministic version,
+    and would print a warning into every lesson. So on a GPU two runs agree to float rounding, not bit
+    for bit (book/setup.md says so).
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
     if deterministic:
-        # warn_only: a kernel without a deterministic version warns instead of stopping a lesson.
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        on_cpu = (device if device is not None else pick_device()).type == "cpu"
+        torch.use_deterministic_algorithms(on_cpu, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-        # cuBLAS needs this workspace setting to be deterministic; harmless on CPU.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 @contextlib.contextmanager
@@ -101,6 +110,40 @@ def versions() -> dict[str, str]:
     return found
 
 
+class MissingPackage(ModuleNotFoundError):
+    """An optional package is not installed. In a notebook it shows as its one-line message, without
+    a traceback (IPython calls `_render_traceback_`)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"MissingPackage: {self}"]
+
+
+# Packages whose pip name differs from their import name, and what to install for each.
+_PIP_NAMES = {"skimage": "scikit-image", "sklearn": "scikit-learn", "PIL": "pillow"}
+
+
+def need(module: str, purpose: str) -> Any:
+    """Import an optional `module` for `purpose`, or raise `MissingPackage` saying what to install.
+
+    torchaudio must match the installed torch exactly, so its advice names that version.
+    """
+    try:
+        return importlib.import_module(module)
+    except (ImportError, OSError) as error:  # OSError: installed but broken (a torchaudio for another torch)
+        top = module.split(".")[0]
+        package = _PIP_NAMES.get(top, top)
+        install = f"pip install {package}"
+        if top == "torchaudio":
+            torch_release = torch.__version__.split("+")[0]
+            install = f"pip install torchaudio matching your torch {torch_release} (never upgrade torch for it)"
+        if isinstance(error, ModuleNotFoundError):
+            message = f"{purpose} needs the {package} package, which is not installed here: {install}."
+        else:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            message = f"{purpose} needs the {package} package, which could not be imported ({first}): {install}."
+        raise MissingPackage(message) from error
+
+
 def in_colab() -> bool:
     """True inside Google Colab."""
     return "google.colab" in sys.modules
@@ -133,8 +176,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def setup(chapter: int, seed: int = 0, quiet: bool = False) -> torch.device:
     """The setup cell of every lesson: seed, pick the device, say what we run on. Returns the device."""
-    seed_everything(seed)
     device = pick_device()
+    seed_everything(seed, device=device)
     if not quiet:
         libs = [f"{name} {version}" for name, version in versions().items()]
         print(f"Chapter {chapter} | seed {seed} | {describe_device(device)}")

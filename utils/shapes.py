@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils import runtime
+
 # ----------------------------------------------------------------------------------------------
 # The vocabulary of the world
 # ----------------------------------------------------------------------------------------------
@@ -982,10 +984,7 @@ def to_hf_dataset(batch: ShapesBatch) -> Any:
 
     colour, shape and size are lists of names, one per object in the image (length `count`).
     """
-    try:
-        import datasets  # lazy: only this function needs the optional `datasets` library
-    except ImportError as error:
-        raise ImportError("to_hf_dataset needs Hugging Face `datasets`: pip install datasets") from error
+    datasets = runtime.need("datasets", "to_hf_dataset")  # lazy: only this function needs it
 
     names = ("image", "caption", "colour", "shape", "size", "count")
     columns: dict[str, list[Any]] = {name: [] for name in names}

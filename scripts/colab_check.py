@@ -1,0 +1,170 @@
+"""Run what a Colab reader runs, under Colab's package versions (.venv-colab, made by colab_env.sh).
+
+    .venv-colab/bin/python scripts/colab_check.py
+
+First utils is uninstalled, so that the setup cell really installs it: with `google.colab` present,
+from a git clone of this repository's committed HEAD (as Colab clones GitHub; commit before running
+this). Then for every lesson: the setup cell, the definitions the real-thing section uses from
+earlier cells (imports, functions, constants), and the real-thing section itself (offline: the
+stand-ins). Then every solutions notebook, whole: every check in it must say "correct". Nothing may
+print an error, write to stderr or show a warning. Exit status 1 names the notebook, the cell and
+what it printed. The lessons' training cells are not run here (nbval runs them under the pins).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+ROOT = Path(__file__).resolve().parents[1]
+WARNING = re.compile(r"\bwarning\b", re.IGNORECASE)
+VERDICT = re.compile(r"\[(incorrect|error|not attempted)\]")
+FAKE_COLAB = """import importlib.machinery, sys, types
+colab = types.ModuleType("google.colab")  # what the setup cell looks for, as in Colab
+colab.__spec__ = importlib.machinery.ModuleSpec("google.colab", None)
+sys.modules["google.colab"] = colab"""
+
+
+def _source(cell) -> str:
+    return cell.source if isinstance(cell.source, str) else "".join(cell.source)
+
+
+def _statements(source: str) -> list[tuple[set[str], set[str], str]]:
+    """(names defined, names used, source) of each import, def, class and UPPER_CASE constant."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # IPython syntax (magics): nothing to take
+        return []
+    found = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined = {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            defined = {node.name}
+        elif isinstance(node, ast.Assign) and all(
+                isinstance(name, ast.Name) and name.id.isupper()
+                for target in node.targets for name in (target.elts if isinstance(target, ast.Tuple) else [target])):
+            defined = {n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        else:
+            continue
+        used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        found.append((defined, used - defined, ast.get_source_segment(source, node)))
+    return found
+
+
+def _used_names(source: str) -> set[str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def prelude(earlier: list[str], needed: set[str]) -> str:
+    """From the cells before the section, the definitions the section needs, transitively, in order."""
+    statements = [statement for source in earlier for statement in _statements(source)]
+    chosen: set[int] = set()
+    queue = set(needed)
+    while queue:
+        name = queue.pop()
+        for index in range(len(statements) - 1, -1, -1):  # the last definition of a name wins
+            defined, used, _ = statements[index]
+            if name in defined:
+                if index not in chosen:
+                    chosen.add(index)
+                    queue |= used
+                break
+    return "\n\n".join(statements[i][2] for i in sorted(chosen))
+
+
+def colab_view(lesson: Path) -> nbformat.NotebookNode:
+    """The cells a Colab reader runs to reach the lesson's real-thing section, and that section: the
+    setup cell, then the definitions the section uses from earlier cells, then the section."""
+    notebook = nbformat.read(lesson, as_version=4)
+    setup, earlier, section_cells = None, [], []
+    section = None
+    for cell in notebook.cells:
+        text = _source(cell)
+        if cell.cell_type == "markdown" and text.startswith("## "):
+            section = "real" if "real thing" in text.lower() else "other"
+        elif cell.cell_type == "code" and text.startswith("# Setup"):
+            local = f"git+file://{ROOT}"
+            setup = text.replace(text.split('BOOK = "')[1].split('"')[0], local, 1)
+        elif cell.cell_type == "code":
+            (section_cells if section == "real" else earlier).append(text)
+    if setup is None or not section_cells:
+        raise SystemExit(f"{lesson.name}: no setup cell or no section titled 'The real thing'")
+    needed = set().union(*(_used_names(source) for source in section_cells))
+    sources = [FAKE_COLAB, setup, prelude(earlier, needed), *section_cells]
+    view = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    view.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return view
+
+
+def problems(notebook: nbformat.NotebookNode) -> list[str]:
+    """Errors, stderr and warnings stored in the executed notebook's outputs."""
+    found = []
+    for index, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            kind = output.get("output_type")
+            data = output.get("data", {})
+            text = "".join(output.get("text", "")) + "".join(data.get("text/plain", "")) + "".join(
+                data.get("text/html", ""))
+            if kind == "error":
+                found.append(f"cell {index}: {output.get('ename')}: {output.get('evalue')}")
+            elif kind == "stream" and output.get("name") == "stderr":
+                found.append(f"cell {index} wrote to stderr: {text.strip()[:400]}")
+            elif WARNING.search(text):
+                found.append(f"cell {index} printed a warning: {text.strip()[:400]}")
+            elif VERDICT.search(text):
+                found.append(f"cell {index}: a check did not pass: {text.strip()[:400]}")
+    return found
+
+
+def run(name: str, notebook: nbformat.NotebookNode, folder: Path) -> list[str]:
+    client = NotebookClient(notebook, kernel_name="python3", timeout=300, allow_errors=True,
+                            resources={"metadata": {"path": str(folder)}})
+    start = time.perf_counter()
+    try:
+        client.execute()
+    except CellExecutionError as error:  # only with allow_errors=False; kept for clarity
+        return [str(error).splitlines()[-1]]
+    found = problems(notebook)
+    status = "ok" if not found else f"{len(found)} problem(s)"
+    print(f"colab-check: {name}: {status} ({time.perf_counter() - start:.0f} s)")
+    return [f"{name}, {problem}" for problem in found]
+
+
+def main() -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here: the stand-ins, as in CI
+    os.environ.pop("MMBOOK_EXECUTE", None)  # a reader's session, not the book's build
+    subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", "mmbook-utils"], check=True)
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # Colab's ipykernel 6.17 debugger notice
+    import torch
+    import transformers
+
+    print(f"colab-check: Python {sys.version.split()[0]}, torch {torch.__version__}, "
+          f"transformers {transformers.__version__}")
+    failures = []
+    for lesson in sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb")):
+        failures += run(f"lessons/{lesson.name} (setup + real thing)", colab_view(lesson), lesson.parent)
+    for solutions in sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        failures += run(f"solutions/{solutions.name}", nbformat.read(solutions, as_version=4), solutions.parent)
+    if failures:
+        print("colab-check FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    print("colab-check: every setup cell, real-thing section and solutions notebook ran clean")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
