@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from utils import shapes
+from utils import convert, motion, shapes, web_corpus
 
 FULL_OBJECT = r"an? (small|large) (\w+) (\w+)"
 FULL_CAPTION = re.compile(
@@ -47,7 +47,7 @@ def test_generation_leaves_the_global_random_state_alone():
     expected = torch.rand(3)
     torch.manual_seed(123)
     shapes.generate(8, seed=0)
-    shapes.motion_clips(2, seed=0)
+    motion.motion_clips(2, seed=0)
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -279,7 +279,7 @@ def test_questions_are_deterministic():
 
 
 def test_web_corpus_proportions_and_labels():
-    corpus = shapes.web_corpus(200, seed=1)
+    corpus = web_corpus.web_corpus(200, seed=1)
     assert len(corpus) == 200
     assert corpus.counts() == {"clean": 100, "generic": 30, "wrong": 30, "duplicate": 20, "flagged": 10,
                                "odd_aspect": 10}
@@ -291,7 +291,7 @@ def test_web_corpus_proportions_and_labels():
         if kind == "clean":
             assert corpus.alt_text[i] == corpus.true_caption[i]
         elif kind == "generic":
-            assert corpus.alt_text[i] in shapes.GENERIC_ALT_TEXTS
+            assert corpus.alt_text[i] in web_corpus.GENERIC_ALT_TEXTS
         elif kind == "wrong":
             assert corpus.alt_text[i] != corpus.true_caption[i]
         elif kind == "odd_aspect":
@@ -301,7 +301,7 @@ def test_web_corpus_proportions_and_labels():
 
 
 def test_web_duplicates_point_at_near_identical_images():
-    corpus = shapes.web_corpus(200, seed=2)
+    corpus = web_corpus.web_corpus(200, seed=2)
     square = [i for i in range(len(corpus)) if corpus.images[i].shape == (3, 32, 32)]
     for i, original in enumerate(corpus.duplicate_of):
         if original < 0:
@@ -315,7 +315,7 @@ def test_web_duplicates_point_at_near_identical_images():
 
 
 def test_flagged_images_carry_the_checker_mark():
-    corpus = shapes.web_corpus(100, seed=3)
+    corpus = web_corpus.web_corpus(100, seed=3)
     for i, flagged in enumerate(corpus.flagged):
         image = corpus.images[i]
         if flagged:
@@ -324,7 +324,7 @@ def test_flagged_images_carry_the_checker_mark():
 
 
 def test_web_corpus_is_deterministic():
-    a, b = shapes.web_corpus(40, seed=5), shapes.web_corpus(40, seed=5)
+    a, b = web_corpus.web_corpus(40, seed=5), web_corpus.web_corpus(40, seed=5)
     assert a.alt_text == b.alt_text and a.kind == b.kind and a.duplicate_of == b.duplicate_of
     assert all(torch.equal(x, y) for x, y in zip(a.images, b.images, strict=True))
 
@@ -344,7 +344,7 @@ def circular_mean(weights: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def test_motion_clips_move_in_the_labelled_direction():
-    clips = shapes.motion_clips(80, frames=8, seed=2, noise=0.0)
+    clips = motion.motion_clips(80, frames=8, seed=2, noise=0.0)
     assert clips.videos.shape == (80, 8, 3, 32, 32) and clips.videos.dtype == torch.float32
     ink = (clips.videos.amax(dim=2) > 0.5).float()  # [N, T, H, W]: objects are bright, backgrounds dark
     seen = circular_mean(ink, 32)  # [N, T, 2]
@@ -354,11 +354,11 @@ def test_motion_clips_move_in_the_labelled_direction():
     expected = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])[clips.direction]
     assert torch.allclose(step, expected[:, None] * clips.speed[:, None, None], atol=1e-3)
     for i in range(5):
-        assert clips.captions[i].endswith(f"moving {shapes.DIRECTIONS[int(clips.direction[i])]}")
+        assert clips.captions[i].endswith(f"moving {motion.DIRECTIONS[int(clips.direction[i])]}")
 
 
 def test_a_single_frame_carries_no_direction_information():
-    clips = shapes.motion_clips(2000, frames=4, seed=3, image_size=16)
+    clips = motion.motion_clips(2000, frames=4, seed=3, image_size=16)
     for frame in (0, 3):
         for direction in range(4):
             chosen = clips.direction == direction
@@ -367,9 +367,9 @@ def test_a_single_frame_carries_no_direction_information():
 
 
 def test_motion_clips_are_deterministic_and_subset():
-    a, b = shapes.motion_clips(6, seed=1), shapes.motion_clips(6, seed=1)
+    a, b = motion.motion_clips(6, seed=1), motion.motion_clips(6, seed=1)
     assert torch.equal(a.videos, b.videos) and a.captions == b.captions
-    assert not torch.equal(a.videos, shapes.motion_clips(6, seed=2).videos)
+    assert not torch.equal(a.videos, motion.motion_clips(6, seed=2).videos)
     part = a.subset([0, 2])
     assert part.videos.shape[0] == 2 and part.captions == [a.captions[0], a.captions[2]]
 
@@ -380,7 +380,7 @@ def test_motion_clips_are_deterministic_and_subset():
 def test_to_hf_dataset_columns():
     pytest.importorskip("datasets")
     batch = shapes.generate(6, seed=0, max_objects=2)
-    dataset = shapes.to_hf_dataset(batch)
+    dataset = convert.to_hf_dataset(batch)
     assert set(dataset.column_names) == {"image", "caption", "colour", "shape", "size", "count"}
     assert len(dataset) == 6
     row = dataset[0]
@@ -433,9 +433,9 @@ def test_other_functions_reject_bad_input():
     with pytest.raises(ValueError, match="placeholder"):
         shapes.class_prompts("a photo")
     with pytest.raises(ValueError, match="n must be"):
-        shapes.web_corpus(0)
+        web_corpus.web_corpus(0)
     with pytest.raises(ValueError, match="frames must be"):
-        shapes.motion_clips(4, frames=1)
+        motion.motion_clips(4, frames=1)
     with pytest.raises(ValueError, match="out of range"):
         batch.subset(10)
     with pytest.raises(ValueError, match="caption_style"):

@@ -63,9 +63,12 @@ def test_clip_loss_matches_hand_value():
     assert torch.allclose(tiny_clip.clip_loss(logits), both)
 
 
-def test_registered_in_the_zoo():
-    entry = zoo.REGISTRY["tiny_clip"]
-    assert entry.build is tiny_clip.TinyCLIP and entry.train is tiny_clip.train
+def test_listed_in_the_zoo_and_resolved_lazily():
+    entry = zoo.BOOK_MODELS["tiny_clip"]
+    assert isinstance(entry.build, str), "the book's table names the class; importing registers nothing"
+    resolved = zoo._entry("tiny_clip")
+    assert resolved.build is tiny_clip.TinyCLIP and resolved.train is tiny_clip.train
+    assert "tiny_clip" not in zoo.REGISTRY
 
 
 def test_a_few_training_steps_lower_the_loss():

@@ -216,7 +216,7 @@ def test_register_load_and_clear(cache, capsys):
     zoo.load("other")
     assert train.calls == 1
     assert "(a second)" in capsys.readouterr().out
-    with pytest.raises(KeyError, match="other, toy"):
+    with pytest.raises(KeyError, match="other, tiny_clip, toy"):
         zoo.load("missing")
     removed = zoo.clear("toy")
     assert sorted(p.name for p in removed) == ["toy-v1.json", "toy-v1.pt"]
@@ -238,5 +238,12 @@ def test_save_caches_a_model_a_lesson_trained_and_load_returns_it(cache, capsys)
     assert meta["train_seconds"] == 1.5 and meta["metrics"] == {"accuracy": 0.5}
     with pytest.raises(ValueError, match="architecture registered as 'toy'"):
         zoo.save("toy", wider_net())
-    with pytest.raises(KeyError, match="no model registered as 'missing'"):
+    with pytest.raises(KeyError, match="no model registered as 'missing'.*tiny_clip"):
         zoo.save("missing", small_net())
+
+
+def test_every_book_model_resolves_to_a_class_and_a_recipe():
+    for name, entry in zoo.BOOK_MODELS.items():
+        assert entry.name == name
+        resolved = entry.resolved()
+        assert isinstance(resolved.build(), torch.nn.Module) and callable(resolved.train)

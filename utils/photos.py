@@ -140,8 +140,6 @@ def load_all(size: int = 224) -> tuple[list[str], torch.Tensor]:
 
 def as_pil(name: str, size: int | None = 224) -> Any:
     """One bundled photo as an RGB PIL image (what Hugging Face processors expect)."""
-    from PIL import Image
+    from utils.convert import to_pil
 
-    image = load(name, size)
-    array = (image * 255).round().byte().permute(1, 2, 0).numpy()  # [H, W, 3] uint8
-    return Image.fromarray(array)
+    return to_pil(load(name, size))

@@ -10,6 +10,7 @@ import importlib.metadata
 import os
 import platform
 import random
+import re
 import socket
 import sys
 import threading
@@ -31,6 +32,28 @@ def to_numpy(values: Any) -> np.ndarray:
             values = values.float()
         return values.numpy()
     return np.asarray(values)
+
+
+def device_of(model: Any) -> torch.device:
+    """Where a model lives: a `transformers` model or `diffusers` pipeline says so (`.device`); a plain
+    module is where its first parameter is; a module without parameters is on the CPU."""
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    parameter = next(model.parameters(), None) if hasattr(model, "parameters") else None
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def error_line(error: BaseException, limit: int = 200, with_type: bool = True) -> str:
+    """The first line of an error's message ('TypeError: ...'), at most `limit` characters, without
+    memory addresses, so that messages stay the same from run to run."""
+    text = str(error).strip()
+    message = re.sub(r" at 0x[0-9a-fA-F]+", "", text.splitlines()[0]) if text else ""
+    if len(message) > limit:
+        message = message[: limit - 3] + "..."
+    if not with_type:
+        return message or type(error).__name__
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 def seed_everything(seed: int = 0, deterministic: bool = True, device: torch.device | None = None) -> None:

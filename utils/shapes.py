@@ -13,8 +13,13 @@ and its own shape, which keeps questions such as "what colour is the circle?" un
     >>> batch.images.shape, batch.captions[0]
     (torch.Size([8, 3, 32, 32]), '...')
 
-Also here: held-out colour x shape pairs (compositional generalisation), VQA questions,
-bounding boxes (grounding), a noisy web-like corpus (the data chapter) and motion clips (video).
+Also here: held-out colour x shape pairs (compositional generalisation), VQA questions and
+bounding boxes (grounding). Built on the same painter, in modules of their own: `motion` (clips of
+moving shapes, the video chapter) and `web_corpus` (a noisy web-like corpus, the data chapter);
+`convert` turns batches into PIL images and Hugging Face datasets.
+
+The painting primitives (`backgrounds`, `compose`, `object_rgb`, `radius_pixels`, `add_noise`) are
+public for those modules; lessons use `generate`.
 """
 
 from __future__ import annotations
@@ -23,14 +28,13 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from utils import runtime
+from utils.batches import LabelledBatch
 
 # ----------------------------------------------------------------------------------------------
 # The vocabulary of the world
@@ -48,7 +52,6 @@ COLOUR_RGB: dict[str, tuple[float, float, float]] = {
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 SIZES: tuple[str, ...] = ("small", "large")
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
-DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 CAPTION_STYLES: tuple[str, ...] = ("full", "partial", "varied")
 SPLITS: tuple[str, ...] = ("all", "train", "test")
 QUESTION_KINDS: tuple[str, ...] = ("colour", "shape", "size", "count", "relation", "exists")
@@ -103,15 +106,6 @@ _VARIED_TEMPLATES: tuple[str, ...] = (
     "a drawing of {p}",
     "a rendering of {p}",
 )
-GENERIC_ALT_TEXTS: tuple[str, ...] = (
-    "image", "photo.jpg", "click here", "IMG_2041.JPG", "untitled", "picture", "download", "thumbnail",
-)
-WEB_KINDS: tuple[str, ...] = ("clean", "generic", "wrong", "duplicate", "flagged", "odd_aspect")
-WEB_PROPORTIONS: dict[str, float] = {
-    "clean": 0.50, "generic": 0.15, "wrong": 0.15, "duplicate": 0.10, "flagged": 0.05, "odd_aspect": 0.05,
-}
-# Odd web shapes as (height, width) for a 32-pixel world; scaled with image_size.
-_ODD_ASPECTS: tuple[tuple[int, int], ...] = ((32, 96), (96, 32), (20, 96), (96, 20))
 _RENDER_CHUNK = 1024
 
 
@@ -148,13 +142,13 @@ def size_index(size: str | int) -> int:
     return _index_of(size, SIZES, "size")
 
 
-def _check_count(name: str, value: int, minimum: int = 1) -> int:
+def check_count(name: str, value: int, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
-def _check_image_size(image_size: int) -> int:
+def check_image_size(image_size: int) -> int:
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
         raise ValueError(f"image_size must be an integer number of pixels, got {image_size!r}")
     if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
@@ -233,25 +227,8 @@ def class_prompts(template: str = "a photo of a {colour} {shape}") -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _normalise_index(index: int | slice | Sequence[int] | torch.Tensor, length: int) -> torch.Tensor:
-    """Any of int, slice, list or tensor (long or bool) -> a long tensor of positions."""
-    if isinstance(index, (int, np.integer)):
-        position = int(index) + (length if index < 0 else 0)
-        if not 0 <= position < length:
-            raise ValueError(f"index {index} is out of range for a batch of {length}")
-        return torch.tensor([position])
-    if isinstance(index, slice):
-        return torch.arange(length)[index]
-    positions = torch.as_tensor(index)
-    if positions.dtype == torch.bool:
-        if positions.shape != (length,):
-            raise ValueError(f"a boolean mask must have length {length}, got shape {tuple(positions.shape)}")
-        return positions.nonzero().flatten()
-    return positions.long().flatten().cpu()
-
-
 @dataclass
-class ShapesBatch:
+class ShapesBatch(LabelledBatch):
     """A batch of Shapes-world images with every label that made them.
 
     K is the largest number of objects per image; unused object slots hold -1 (labels) and 0 (geometry).
@@ -267,26 +244,6 @@ class ShapesBatch:
     captions: list[str]
     relation: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     # long [N]: index into RELATIONS of object 0 relative to object 1, -1 when count < 2
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def to(self, device: torch.device | str) -> ShapesBatch:
-        """A copy with every tensor on `device`."""
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        return replace(self, **{k: v.to(device) for k, v in moved.items() if isinstance(v, torch.Tensor)})
-
-    def subset(self, index: int | slice | Sequence[int] | torch.Tensor) -> ShapesBatch:
-        """The images at `index` (int, slice, list, long or bool tensor) with their labels."""
-        positions = _normalise_index(index, len(self))
-        values: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
-                values[f.name] = value[positions.to(value.device)] if value.numel() else value
-            else:
-                values[f.name] = [value[i] for i in positions.tolist()]
-        return ShapesBatch(**values)
 
     def objects(self, i: int) -> list[dict[str, Any]]:
         """The objects of image `i` in words and numbers, one dict each."""
@@ -341,7 +298,7 @@ def _sample_identities(
     )
 
 
-def _radius_pixels(size: torch.Tensor, image_size: int) -> torch.Tensor:
+def radius_pixels(size: torch.Tensor, image_size: int) -> torch.Tensor:
     """Object radius in pixels for size indices (any shape)."""
     return torch.tensor(RADIUS_FRACTION)[size.clamp(min=0)] * image_size
 
@@ -374,7 +331,7 @@ def _place_objects(
     for round_number in range(rounds):
         if round_number == rounds // 2:
             size[todo] = torch.where(present[todo], 0, size[todo])
-        radius = _radius_pixels(size[todo], image_size)  # [m, K]
+        radius = radius_pixels(size[todo], image_size)  # [m, K]
         extent = _SHAPE_EXTENT[shape[todo].clamp(min=0)] * radius[..., None]  # [m, K, 4]
         low = extent[..., :2] + 1.0  # [m, K, 2] smallest allowed x, y
         high = image_size - 1.0 - extent[..., 2:]  # [m, K, 2] largest allowed x, y
@@ -404,7 +361,7 @@ def _place_objects(
 
 def _boxes(centre: torch.Tensor, shape: torch.Tensor, size: torch.Tensor, image_size: int) -> torch.Tensor:
     """Tight boxes (x0, y0, x1, y1) [N, K, 4] from centres, shapes and sizes."""
-    radius = _radius_pixels(size, image_size)  # [N, K]
+    radius = radius_pixels(size, image_size)  # [N, K]
     extent = _SHAPE_EXTENT[shape.clamp(min=0)] * radius[..., None]  # [N, K, 4]
     boxes = torch.cat([centre - extent[..., :2], centre + extent[..., 2:]], dim=-1)  # [N, K, 4]
     return boxes * (shape >= 0)[..., None]
@@ -454,7 +411,7 @@ def _coverage(
     return alpha
 
 
-def _backgrounds(params: dict[str, torch.Tensor], image_size: int, enabled: bool) -> torch.Tensor:
+def backgrounds(params: dict[str, torch.Tensor], image_size: int, enabled: bool) -> torch.Tensor:
     """Dark tinted backgrounds with a soft linear gradient: [N, 3, H, W]."""
     n = params["tint"].shape[0]
     if not enabled:
@@ -465,7 +422,7 @@ def _backgrounds(params: dict[str, torch.Tensor], image_size: int, enabled: bool
     return (params["tint"][:, :, None, None] + gradient[:, None]).clamp(0.0, 1.0)  # [N, 3, H, W]
 
 
-def _background_params(n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def background_params(n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Random tint, gradient direction and gradient strength per image."""
     angle = torch.rand(n, generator=generator) * 2 * math.pi
     return {
@@ -476,7 +433,7 @@ def _background_params(n: int, generator: torch.Generator) -> dict[str, torch.Te
     }
 
 
-def _compose(
+def compose(
     background: torch.Tensor,
     centre: torch.Tensor,
     radius: torch.Tensor,
@@ -493,13 +450,13 @@ def _compose(
     return images
 
 
-def _add_noise(images: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
+def add_noise(images: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
     if noise > 0:
         images.add_(torch.randn(images.shape, generator=generator), alpha=noise)
     return images.clamp_(0.0, 1.0)
 
 
-def _object_rgb(colour: torch.Tensor, jitter: float, generator: torch.Generator) -> torch.Tensor:
+def object_rgb(colour: torch.Tensor, jitter: float, generator: torch.Generator) -> torch.Tensor:
     """RGB [N, K, 3] of every object, with a little per-object jitter."""
     table = torch.tensor([COLOUR_RGB[c] for c in COLOURS])
     rgb = table[colour.clamp(min=0)]
@@ -621,10 +578,10 @@ def generate(
     Returns:
         A ShapesBatch; images are float32 [n, 3, image_size, image_size] in [0, 1].
     """
-    n = _check_count("n", n)
-    image_size = _check_image_size(image_size)
-    min_objects = _check_count("min_objects", min_objects)
-    max_objects = _check_count("max_objects", max_objects)
+    n = check_count("n", n)
+    image_size = check_image_size(image_size)
+    min_objects = check_count("min_objects", min_objects)
+    max_objects = check_count("max_objects", max_objects)
     if not min_objects <= max_objects <= MAX_OBJECTS:
         raise ValueError(
             f"need 1 <= min_objects <= max_objects <= {MAX_OBJECTS} (each object has its own shape); "
@@ -647,16 +604,16 @@ def generate(
     centre, size = _place_objects(shape, size, count, image_size, generator)  # [N, K, 2], [N, K]
     absent = torch.arange(max_objects) >= count[:, None]  # [N, K]
     colour, shape, size = (t.masked_fill(absent, -1) for t in (colour, shape, size))
-    rgb = _object_rgb(colour, 0.04 if background else 0.0, generator)  # [N, K, 3]
-    background_params = _background_params(n, generator)
+    rgb = object_rgb(colour, 0.04 if background else 0.0, generator)  # [N, K, 3]
+    scene_params = background_params(n, generator)
 
     images = torch.empty(n, 3, image_size, image_size)
     for start in range(0, n, _RENDER_CHUNK):  # small chunks stay in cache; the work inside is vectorised
         part = slice(start, start + _RENDER_CHUNK)
-        canvas = _backgrounds({k: v[part] for k, v in background_params.items()}, image_size, background)
-        radius = _radius_pixels(size[part], image_size)
-        painted = _compose(canvas, centre[part], radius, shape[part], rgb[part])  # [n_c, 3, H, W]
-        images[part] = _add_noise(painted, noise, generator)
+        canvas = backgrounds({k: v[part] for k, v in scene_params.items()}, image_size, background)
+        radius = radius_pixels(size[part], image_size)
+        painted = compose(canvas, centre[part], radius, shape[part], rgb[part])  # [n_c, 3, H, W]
+        images[part] = add_noise(painted, noise, generator)
     relation = _relation_of(centre[:, 0], centre[:, 1]) if max_objects > 1 else torch.zeros(n).long()
     batch = ShapesBatch(
         images=images,
@@ -768,244 +725,8 @@ def _question(
 
 
 # ----------------------------------------------------------------------------------------------
-# A noisy web-like corpus (chapter 8)
+# The speed benchmark
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class WebCorpus:
-    """A web-like image-text corpus with the faults real ones have, each item labelled with its fault.
-
-    kind is one of WEB_KINDS: "clean" (alt text = true caption), "generic" ("click here"), "wrong"
-    (another item's caption), "duplicate" (an exact or near copy of item duplicate_of), "flagged" (an
-    unsafe-marked image: a black-and-white checker flag is drawn in a corner) and "odd_aspect" (a banner
-    or a tower, stretched from the scene). Images are a list because their shapes differ.
-    """
-
-    images: list[torch.Tensor]  # each float [3, H, W] in [0, 1]
-    alt_text: list[str]
-    true_caption: list[str]
-    kind: list[str]
-    duplicate_of: list[int]  # index of the original for duplicates, -1 otherwise
-    flagged: list[bool]
-    aspect: list[float]  # width / height
-    colour: torch.Tensor  # long [N, K] scene labels, as in ShapesBatch
-    shape: torch.Tensor  # long [N, K]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def counts(self) -> dict[str, int]:
-        """How many items of each kind."""
-        return {kind: self.kind.count(kind) for kind in WEB_KINDS}
-
-
-def _draw_flag(image: torch.Tensor, corner: int) -> torch.Tensor:
-    """A black-and-white checker patch (the 'unsafe' mark) in one corner of a [3, H, W] image."""
-    side = image.shape[-1]
-    patch = max(6, side // 4)
-    cell = max(1, patch // 4)
-    rows = torch.arange(patch)[:, None] // cell
-    cols = torch.arange(patch)[None, :] // cell
-    checker = ((rows + cols) % 2).float()  # [patch, patch]
-    top = 1 if corner in (0, 1) else side - patch - 1
-    left = 1 if corner in (0, 2) else side - patch - 1
-    flagged = image.clone()
-    flagged[:, top : top + patch, left : left + patch] = checker
-    return flagged
-
-
-def web_corpus(n: int, *, seed: int = 0, image_size: int = 32) -> WebCorpus:
-    """A noisy web-like corpus of n Shapes scenes: 50% clean, 15% generic, 15% wrong, 10% duplicate,
-    5% flagged and 5% odd aspect ratio (counts rounded down, the rest clean), shuffled."""
-    n = _check_count("n", n)
-    image_size = _check_image_size(image_size)
-    scenes = generate(n, seed=seed, image_size=image_size, min_objects=1, max_objects=2)
-    rng = np.random.default_rng([seed, 303])
-    generator = torch.Generator().manual_seed(seed + 303)
-    kinds = _web_kinds(n, rng)
-    images = list(scenes.images)
-    alt_text = list(scenes.captions)
-    true_caption = list(scenes.captions)
-    duplicate_of = [-1] * n
-    aspect = [1.0] * n
-    clean = [i for i in range(n) if kinds[i] == "clean"]
-    originals = rng.permutation(clean)
-    duplicates = [i for i in range(n) if kinds[i] == "duplicate"]
-    for i, original in zip(duplicates, originals, strict=False):
-        original = int(original)
-        duplicate_of[i] = original
-        copy = scenes.images[original]
-        if rng.random() < 0.5:  # a near duplicate: re-encoded, slightly brighter or darker
-            shift = float(rng.uniform(-0.03, 0.03))
-            copy = (copy + shift + 0.02 * torch.randn(copy.shape, generator=generator)).clamp(0, 1)
-        images[i] = copy.clone()
-        alt_text[i] = true_caption[i] = scenes.captions[original]
-    for i in range(n):
-        if kinds[i] == "generic":
-            alt_text[i] = GENERIC_ALT_TEXTS[int(rng.integers(len(GENERIC_ALT_TEXTS)))]
-        elif kinds[i] == "wrong":
-            alt_text[i] = _another_caption(i, scenes.captions, rng)
-        elif kinds[i] == "flagged":
-            images[i] = _draw_flag(images[i], int(rng.integers(4)))
-        elif kinds[i] == "odd_aspect":
-            height, width = (max(8, round(d * image_size / 32)) for d in _ODD_ASPECTS[int(rng.integers(4))])
-            images[i] = F.interpolate(images[i][None], size=(height, width), mode="bilinear",
-                                      align_corners=False)[0].clamp(0, 1)
-            aspect[i] = width / height
-    return WebCorpus(
-        images=images, alt_text=alt_text, true_caption=true_caption, kind=kinds,
-        duplicate_of=duplicate_of, flagged=[k == "flagged" for k in kinds], aspect=aspect,
-        colour=scenes.colour, shape=scenes.shape,
-    )
-
-
-def _web_kinds(n: int, rng: np.random.Generator) -> list[str]:
-    """The kind of every item: counts from WEB_PROPORTIONS (rounded down, rest clean), shuffled."""
-    counts = {kind: int(WEB_PROPORTIONS[kind] * n) for kind in WEB_KINDS if kind != "clean"}
-    counts["clean"] = n - sum(counts.values())
-    kinds = [kind for kind in WEB_KINDS for _ in range(counts[kind])]
-    return [kinds[j] for j in rng.permutation(n)]
-
-
-def _another_caption(i: int, captions: list[str], rng: np.random.Generator) -> str:
-    """The caption of another item, different from caption i when the corpus allows it."""
-    if len(captions) == 1:
-        return "a blue sky over the sea"
-    for _ in range(20):
-        j = int(rng.integers(len(captions)))
-        if j != i and captions[j] != captions[i]:
-            return captions[j]
-    return "a blue sky over the sea"
-
-
-# ----------------------------------------------------------------------------------------------
-# Motion clips (chapter 6)
-# ----------------------------------------------------------------------------------------------
-
-_DIRECTION_STEP = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, -1.0], [0.0, 1.0]])  # (dx, dy) per direction
-
-
-@dataclass
-class MotionBatch:
-    """Short clips of one shape moving in a straight line across a wrap-around world."""
-
-    videos: torch.Tensor  # float [N, T, 3, H, W] in [0, 1]
-    direction: torch.Tensor  # long [N], index into DIRECTIONS
-    speed: torch.Tensor  # float [N], pixels per frame
-    colour: torch.Tensor  # long [N]
-    shape: torch.Tensor  # long [N]
-    size: torch.Tensor  # long [N]
-    centres: torch.Tensor  # float [N, T, 2], (x, y) in pixels, wrapped into [0, image_size)
-    captions: list[str]
-
-    def __len__(self) -> int:
-        return self.videos.shape[0]
-
-    def to(self, device: torch.device | str) -> MotionBatch:
-        """A copy with every tensor on `device`."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return replace(self, **{k: v.to(device) for k, v in values.items() if isinstance(v, torch.Tensor)})
-
-    def subset(self, index: int | slice | Sequence[int] | torch.Tensor) -> MotionBatch:
-        """The clips at `index` with their labels."""
-        positions = _normalise_index(index, len(self))
-        values: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            is_tensor = isinstance(value, torch.Tensor)
-            values[f.name] = value[positions.to(value.device)] if is_tensor else [value[i] for i in positions]
-        return MotionBatch(**values)
-
-
-def motion_clips(
-    n: int, *, frames: int = 8, seed: int = 0, image_size: int = 32, noise: float = 0.03
-) -> MotionBatch:
-    """n clips of `frames` frames; one shape moves left, right, up or down at 1-2 pixels per frame
-    (scaled with image_size).
-
-    The world wraps around (an object leaving on the right comes back on the left) and the start is
-    uniform over the image, so every single frame has the same position distribution whatever the
-    direction: one frame says nothing about the direction. A bag of frames (per-frame features pooled
-    over time) tells the axis (horizontal or vertical) from the spread of positions but never the
-    sign, left from right or up from down: that needs the order of the frames.
-    """
-    n = _check_count("n", n)
-    frames = _check_count("frames", frames, minimum=2)
-    image_size = _check_image_size(image_size)
-    generator = torch.Generator().manual_seed(seed)
-    direction = torch.randint(0, len(DIRECTIONS), (n,), generator=generator)
-    speed = (1.0 + torch.rand(n, generator=generator)) * image_size / 32
-    colour = torch.randint(0, len(COLOURS), (n,), generator=generator)
-    shape = torch.randint(0, len(SHAPES), (n,), generator=generator)
-    size = torch.randint(0, len(SIZES), (n,), generator=generator)
-    start = torch.rand(n, 2, generator=generator) * image_size  # [N, 2]
-    steps = torch.arange(frames, dtype=torch.float32)  # [T]
-    travel = _DIRECTION_STEP[direction] * speed[:, None]  # [N, 2] pixels per frame
-    unwrapped = start[:, None] + steps[None, :, None] * travel[:, None]  # [N, T, 2]
-    centres = torch.remainder(unwrapped, image_size)  # [N, T, 2]
-    rgb = _object_rgb(colour[:, None], 0.04, generator)  # [N, 1, 3]
-    canvas = _backgrounds(_background_params(n, generator), image_size, True)  # [N, 3, H, W]
-
-    def per_frame(t: torch.Tensor) -> torch.Tensor:  # [N, ...] -> [N * T, ...], clip-major
-        return t.repeat_interleave(frames, dim=0)
-
-    painted = _compose(
-        per_frame(canvas),
-        centres.reshape(n * frames, 1, 2),
-        per_frame(_radius_pixels(size, image_size)[:, None]),
-        per_frame(shape[:, None]),
-        per_frame(rgb),
-        wrap=True,
-    )  # [N * T, 3, H, W]
-    videos = _add_noise(painted, noise, generator).reshape(n, frames, 3, image_size, image_size)
-    captions = [
-        f"{describe(int(c), int(s), int(z))} moving {DIRECTIONS[int(d)]}"
-        for c, s, z, d in zip(colour, shape, size, direction, strict=True)
-    ]
-    return MotionBatch(videos, direction, speed, colour, shape, size, centres, captions)
-
-
-# ----------------------------------------------------------------------------------------------
-# Hugging Face datasets, and the speed benchmark
-# ----------------------------------------------------------------------------------------------
-
-
-def to_pil(image: torch.Tensor) -> Any:
-    """One image [3, H, W] in [0, 1] as a PIL image."""
-    from PIL import Image
-
-    array = (image.detach().cpu().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()  # [H, W, 3]
-    return Image.fromarray(array)
-
-
-def to_hf_dataset(batch: ShapesBatch) -> Any:
-    """The batch as a `datasets.Dataset` with columns image (PIL), caption, colour, shape, size, count.
-
-    colour, shape and size are lists of names, one per object in the image (length `count`).
-    """
-    datasets = runtime.need("datasets", "to_hf_dataset")  # lazy: only this function needs it
-
-    names = ("image", "caption", "colour", "shape", "size", "count")
-    columns: dict[str, list[Any]] = {name: [] for name in names}
-    for i in range(len(batch)):
-        objects = batch.objects(i)
-        columns["image"].append(to_pil(batch.images[i]))
-        columns["caption"].append(batch.captions[i])
-        for key in ("colour", "shape", "size"):
-            columns[key].append([o[key] for o in objects])
-        columns["count"].append(int(batch.count[i]))
-    features = datasets.Features(
-        {
-            "image": datasets.Image(),
-            "caption": datasets.Value("string"),
-            "colour": datasets.Sequence(datasets.Value("string")),
-            "shape": datasets.Sequence(datasets.Value("string")),
-            "size": datasets.Sequence(datasets.Value("string")),
-            "count": datasets.Value("int64"),
-        }
-    )
-    return datasets.Dataset.from_dict(columns, features=features)
 
 
 def benchmark(

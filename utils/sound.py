@@ -24,13 +24,14 @@ import importlib.resources
 import math
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from utils.batches import LabelledBatch
 from utils.shapes import (
     COLOURS,
     DEFAULT_HOLDOUT,
@@ -38,7 +39,6 @@ from utils.shapes import (
     SIZES,
     SPLITS,
     ShapesBatch,
-    _normalise_index,
     describe,
     holdout_table,
 )
@@ -180,7 +180,7 @@ def sounds_for(
 
 
 @dataclass
-class SoundBatch:
+class SoundBatch(LabelledBatch):
     """Sounds of single Shapes-world objects, with their labels and the captions of the objects."""
 
     waveforms: torch.Tensor  # float [N, samples] in [-1, 1]
@@ -189,28 +189,6 @@ class SoundBatch:
     size: torch.Tensor  # long [N]
     captions: list[str]
     sample_rate: int = SAMPLE_RATE
-
-    def __len__(self) -> int:
-        return self.waveforms.shape[0]
-
-    def to(self, device: torch.device | str) -> SoundBatch:
-        """A copy with every tensor on `device`."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return replace(self, **{k: v.to(device) for k, v in values.items() if isinstance(v, torch.Tensor)})
-
-    def subset(self, index: int | slice | Sequence[int] | torch.Tensor) -> SoundBatch:
-        """The sounds at `index` with their labels."""
-        positions = _normalise_index(index, len(self))
-        values: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
-                values[f.name] = value[positions.to(value.device)]
-            elif isinstance(value, list):
-                values[f.name] = [value[i] for i in positions.tolist()]
-            else:
-                values[f.name] = value
-        return SoundBatch(**values)
 
 
 def generate(

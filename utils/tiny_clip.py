@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils import shapes
+from utils import runtime, shapes
 
 PAD, UNK = "<pad>", "<unk>"
 _EXTRA_WORDS = (
@@ -133,7 +133,7 @@ def zero_shot_accuracy(model: TinyCLIP, n: int = 1000, seed: int = 2,
                        template: str = "a photo of a {colour} {shape}") -> float:
     """Accuracy (0-1) of 24-way prompt classification on held-out colour x shape pairs."""
     test = shapes.generate(n, seed=seed, split="test")
-    device = next(model.parameters()).device
+    device = runtime.device_of(model)
     labels = shapes.pair_index(test.colour[:, 0], test.shape[:, 0]).to(device)
     was_training = model.training
     model.eval()
@@ -150,7 +150,7 @@ def train(model: TinyCLIP, steps: int = 400, batch_size: int = 256, lr: float = 
     Returns the last step's loss and the zero-shot accuracy on held-out compositions.
     """
     images, tokens = training_data()
-    device = next(model.parameters()).device
+    device = runtime.device_of(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     loss = torch.tensor(float("nan"))
@@ -162,13 +162,3 @@ def train(model: TinyCLIP, steps: int = 400, batch_size: int = 256, lr: float = 
         loss.backward()
         optimizer.step()
     return {"final_loss": loss.item(), "zero_shot_accuracy": zero_shot_accuracy(model)}
-
-
-def register() -> None:
-    """Register the model with the zoo as "tiny_clip" (done on import of this module)."""
-    from utils import zoo
-
-    zoo.register("tiny_clip", "v1", build=TinyCLIP, train=train, expected="about a minute on a CPU")
-
-
-register()

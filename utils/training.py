@@ -20,6 +20,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from utils import runtime
+
 LossFn = Callable[[nn.Module, tuple[Tensor, ...]], Tensor]
 
 
@@ -79,11 +81,6 @@ def _as_tuple(data: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
     return tensors
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
 def _total_steps(steps: int | None, epochs: int | None, steps_per_epoch: int) -> int:
     if steps is not None and epochs is not None:
         raise ValueError("give steps or epochs, not both")
@@ -123,7 +120,7 @@ def fit(
     is restored at the end. Prints one summary line unless `verbose` is False.
     """
     tensors = _as_tuple(data)
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else runtime.device_of(model)
     model.to(device)
     tensors = tuple(t.to(device) for t in tensors)
     count = len(tensors[0])
@@ -200,7 +197,7 @@ def evaluate(
     Batches move to the model's device; the result stays there. The model's mode is restored.
     """
     tensors = _as_tuple(data)
-    device = _model_device(model)
+    device = runtime.device_of(model)
     was_training = model.training
     model.eval()
     outputs = []

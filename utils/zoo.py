@@ -11,11 +11,10 @@ Files, in `cache_dir()` (env MMBOOK_CACHE, default ~/.cache/mmbook/zoo):
     <name>-<version>.json   sha256 of the .pt, train seconds, the metrics `train` returned, torch
                             version, date
 
-A chapter registers its model once,
-
-    register("tiny_clip", "v1", build=TinyCLIP, train=train_tiny_clip, expected="about a minute on a CPU")
-
-and any later lesson calls `load("tiny_clip")`. Training runs under a fixed seed with the caller's
+The book's models are listed once, in `BOOK_MODELS` (name, version, and where their model class and
+training recipe live, as "module:attribute"; resolved only when a model is loaded, so importing a
+module registers nothing), and any lesson calls `load("tiny_clip")`. A reader can add a model of their
+own at run time with `register(name, version, build, train)`. Training runs under a fixed seed with the caller's
 random state saved and restored, so a lesson's later random draws are the same whether its model
 came from the cache or was trained on the spot.
 """
@@ -47,18 +46,36 @@ TRAIN_SEED = 0
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    """How to make one zoo model: its version, an untrained-model factory and a training function."""
+    """How to make one zoo model: its version, an untrained-model factory and a training function.
+
+    build and train are callables, or "module:attribute" strings resolved when the model is loaded.
+    """
 
     name: str
     version: str
-    build: Callable[[], nn.Module]
-    train: Callable[[nn.Module], dict | None]
+    build: Callable[[], nn.Module] | str
+    train: Callable[[nn.Module], dict | None] | str
     expected: str | None = None  # how long training takes, in words, for the "training it now" line
 
+    def resolved(self) -> Entry:
+        """The same entry with build and train as callables."""
+        return dataclasses.replace(self, build=_resolve(self.build), train=_resolve(self.train))
 
+
+# The book's own models: one line each, in chapter order.
+BOOK_MODELS: dict[str, Entry] = {
+    "tiny_clip": Entry("tiny_clip", "v1", "utils.tiny_clip:TinyCLIP", "utils.tiny_clip:train",
+                       expected="about a minute on a CPU"),
+}
+# Models a reader registers at run time (they take precedence over BOOK_MODELS of the same name).
 REGISTRY: dict[str, Entry] = {}
-# The module that registers each of the book's models on import, so `load(name)` works without it.
-HOMES: dict[str, str] = {"tiny_clip": "utils.tiny_clip"}
+
+
+def _resolve(target: Callable | str) -> Callable:
+    if callable(target):
+        return target
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 class CacheProblem(Exception):
@@ -99,15 +116,12 @@ def load(name: str, *, device: torch.device | str | None = None, retrain: bool =
 
 
 def _entry(name: str) -> Entry:
-    """The registered entry of `name`, importing its home module first (see HOMES) when needed."""
-    if name not in REGISTRY and name in HOMES:
-        module = importlib.import_module(HOMES[name])
-        if name not in REGISTRY:  # imported earlier, then the registry was reset: register again
-            module.register()
-    if name not in REGISTRY:
-        known = ", ".join(sorted(REGISTRY)) or "none yet"
-        raise KeyError(f"zoo: no model registered as {name!r} (registered: {known})")
-    return REGISTRY[name]
+    """The entry of `name`, from the reader's registrations or the book's table, with callables."""
+    entry = REGISTRY.get(name) or BOOK_MODELS.get(name)
+    if entry is None:
+        known = ", ".join(sorted(set(REGISTRY) | set(BOOK_MODELS)))
+        raise KeyError(f"zoo: no model registered as {name!r} (known: {known})")
+    return entry.resolved()
 
 
 def get(

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.runtime import to_numpy
+from utils.runtime import error_line, to_numpy
 
 SMALL_TENSOR = 16  # tensors with at most this many elements are shown value by value in messages
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -199,11 +199,7 @@ def indent(text: str, pad: str, first: str | None = None) -> str:
 
 def exception_line(error: BaseException, limit: int = 200) -> str:
     """'TypeError: first line of the message', without memory addresses, at most `limit` characters."""
-    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    message = re.sub(r" at 0x[0-9a-fA-F]+", "", message)
-    if len(message) > limit:
-        message = message[: limit - 3] + "..."
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return error_line(error, limit)
 
 
 def learner_line(error: BaseException) -> str:
