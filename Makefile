@@ -29,6 +29,8 @@ book: setup
 
 lint: setup
 	$(BIN)/ruff check utils tests scripts
+	@# Notebook code must fit the rendered page: 100 characters (tests/site checks the page itself).
+	$(BIN)/ruff check --select E501 --line-length 100 lessons solutions
 
 unit: setup
 	$(BIN)/pytest tests --ignore=tests/site -q

@@ -119,6 +119,17 @@ def check_chapter(server, browser, page: Path) -> None:
     broken = [i.get_attribute("src")[:80] for i in images
               if not browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)]
     assert not broken, f"{page.name}: figures that did not load: {broken}"
+    # At a 1280-pixel window no code cell or output may need horizontal scrolling (book.css makes
+    # room for 100-character lines; `make lint` keeps notebook code within 100).
+    scrolling = browser.execute_script("""
+        return [...document.querySelectorAll('main div.cell_input pre, main div.cell_output pre,'
+                                             + ' main div.cell_output, main div.highlight pre')]
+            .filter(e => e.scrollWidth > e.clientWidth + 1)
+            .map(e => (e.textContent.split('\\n').find(line => line.trim()) || '').trim().slice(0, 70));
+    """)
+    assert not scrolling, f"{page.name}: blocks that scroll sideways at 1280 px, first lines: {scrolling[:4]}"
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth"), \
+        f"{page.name}: the page itself is wider than a 1280-pixel window"
     assert_stays_local(browser, server)
     assert console_errors(browser) == []
     browser.save_screenshot(str(SHOTS / page.with_suffix(".png").name))
