@@ -103,3 +103,9 @@ def test_the_zoo_finds_tiny_clip_without_an_import_and_caches_a_trained_copy(tmp
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
                                                    trained_here.state_dict().values(), strict=True))
     assert "loaded from cache" in capsys.readouterr().out
+
+
+def test_token_ids_are_named():
+    ids = tiny_clip.tokenize(["a red zebra"], max_tokens=5)
+    assert ids[0, 2].item() == tiny_clip.UNK_ID and ids[0, 3:].eq(tiny_clip.PAD_ID).all()
+    assert tiny_clip.VOCAB[tiny_clip.PAD_ID] == tiny_clip.PAD and tiny_clip.VOCAB[tiny_clip.UNK_ID] == tiny_clip.UNK

@@ -116,3 +116,14 @@ def test_accuracy_with_indices_and_one_hot():
     logits = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0], [0.0, 1.0]])
     assert accuracy(logits, torch.tensor([0, 1, 1, 1])) == 0.75
     assert accuracy(logits, nn.functional.one_hot(torch.tensor([0, 1, 0, 1]), 2)) == 1.0
+
+
+def test_progress_hides_its_bar_when_the_book_executes(monkeypatch, capsys):
+    monkeypatch.setenv("MMBOOK_EXECUTE", "1")
+    assert list(training.progress(range(3), desc="steps")) == [0, 1, 2]
+    training.print_timing("took 1.2 s")
+    out, err = capsys.readouterr()
+    assert out == "" and err == "", "no bar and no timing in the book's stored outputs"
+    monkeypatch.setenv("MMBOOK_EXECUTE", "0")
+    training.print_timing("took 1.2 s")
+    assert capsys.readouterr().out == "took 1.2 s\n"

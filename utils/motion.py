@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from utils import shapes
+from utils import painter, shapes
 from utils.batches import LabelledBatch
 
 DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
@@ -63,13 +63,13 @@ def motion_clips(
     travel = _DIRECTION_STEP[direction] * speed[:, None]  # [N, 2] pixels per frame
     unwrapped = start[:, None] + steps[None, :, None] * travel[:, None]  # [N, T, 2]
     centres = torch.remainder(unwrapped, image_size)  # [N, T, 2]
-    rgb = shapes.object_rgb(colour[:, None], 0.04, generator)  # [N, 1, 3]
-    canvas = shapes.backgrounds(shapes.background_params(n, generator), image_size, True)  # [N, 3, H, W]
+    rgb = painter.object_rgb(colour[:, None], 0.04, generator)  # [N, 1, 3]
+    canvas = painter.backgrounds(painter.background_params(n, generator), image_size, True)  # [N, 3, H, W]
 
     def per_frame(t: torch.Tensor) -> torch.Tensor:  # [N, ...] -> [N * T, ...], clip-major
         return t.repeat_interleave(frames, dim=0)
 
-    painted = shapes.compose(
+    painted = painter.compose(
         per_frame(canvas),
         centres.reshape(n * frames, 1, 2),
         per_frame(shapes.radius_pixels(size, image_size)[:, None]),
@@ -77,7 +77,7 @@ def motion_clips(
         per_frame(rgb),
         wrap=True,
     )  # [N * T, 3, H, W]
-    videos = shapes.add_noise(painted, noise, generator).reshape(n, frames, 3, image_size, image_size)
+    videos = painter.add_noise(painted, noise, generator).reshape(n, frames, 3, image_size, image_size)
     captions = [
         f"{shapes.describe(int(c), int(s), int(z))} moving {DIRECTIONS[int(d)]}"
         for c, s, z, d in zip(colour, shape, size, direction, strict=True)

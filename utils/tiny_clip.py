@@ -34,6 +34,7 @@ _EXTRA_WORDS = (
 VOCAB: tuple[str, ...] = (PAD, UNK, *dict.fromkeys(
     [*_EXTRA_WORDS.split(), *shapes.COLOURS, *shapes.SHAPES, *shapes.SIZES]))
 WORD_INDEX: dict[str, int] = {word: i for i, word in enumerate(VOCAB)}
+PAD_ID, UNK_ID = WORD_INDEX[PAD], WORD_INDEX[UNK]  # 0 and 1
 MAX_TOKENS = 16
 EMBED_DIM = 64
 INIT_LOGIT_SCALE = math.log(1 / 0.07)  # CLIP's initial temperature, 0.07
@@ -41,11 +42,12 @@ MAX_LOGIT_SCALE = math.log(100.0)  # CLIP clamps the scale at 100
 
 
 def tokenize(texts: Sequence[str], max_tokens: int = MAX_TOKENS) -> torch.Tensor:
-    """Captions -> word indices, long [N, max_tokens], padded with 0 (`<pad>`), truncated if longer."""
-    ids = torch.zeros(len(texts), max_tokens, dtype=torch.long)
+    """Captions -> word indices, long [N, max_tokens], padded with PAD_ID, truncated if longer;
+    unknown words become UNK_ID."""
+    ids = torch.full((len(texts), max_tokens), PAD_ID, dtype=torch.long)
     for row, text in enumerate(texts):
         words = re.findall(r"[a-z]+", text.lower())[:max_tokens]
-        ids[row, : len(words)] = torch.tensor([WORD_INDEX.get(w, 1) for w in words], dtype=torch.long)
+        ids[row, : len(words)] = torch.tensor([WORD_INDEX.get(w, UNK_ID) for w in words], dtype=torch.long)
     return ids
 
 
@@ -84,7 +86,7 @@ class TextEncoder(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed(tokens)  # [N, L, dim]
         x = x + self.mlp(self.norm(x))  # [N, L, dim], each word on its own
-        keep = (tokens != 0).float()[..., None]  # [N, L, 1]
+        keep = (tokens != PAD_ID).float()[..., None]  # [N, L, 1]: real words, not padding
         pooled = (x * keep).sum(1) / keep.sum(1).clamp(min=1.0)  # [N, dim]
         return self.project(self.norm_out(pooled))
 

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +54,19 @@ class History:
 def executing_for_the_book() -> bool:
     """True when the book's tooling runs the notebook to store its outputs (MMBOOK_EXECUTE=1)."""
     return os.environ.get("MMBOOK_EXECUTE", "").strip().lower() in ("1", "true", "yes")
+
+
+def progress(iterable: Any, desc: str = "", total: int | None = None) -> Any:
+    """`iterable` with a progress bar in a live notebook or terminal, and without one when the book's
+    tooling executes the lesson (where a bar would be noise in the stored page)."""
+    return tqdm(iterable, desc=desc, total=total, disable=not show_progress_bar(), leave=False)
+
+
+def print_timing(text: str) -> None:
+    """Print a line that holds wall-clock times, in a live session only: times change on every run,
+    so the book's stored outputs leave them out (the runtime table reports them instead)."""
+    if not executing_for_the_book():
+        print(text)
 
 
 def show_progress_bar() -> bool:
