@@ -13,7 +13,6 @@ what it printed. The lessons' training cells are not run here (nbval runs them u
 
 from __future__ import annotations
 
-import ast
 import os
 import re
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+from notebook_code import prelude, used_names
 
 ROOT = Path(__file__).resolve().parents[1]
 WARNING = re.compile(r"\bwarning\b", re.IGNORECASE)
@@ -36,54 +36,6 @@ sys.modules["google.colab"] = colab"""
 
 def _source(cell) -> str:
     return cell.source if isinstance(cell.source, str) else "".join(cell.source)
-
-
-def _statements(source: str) -> list[tuple[set[str], set[str], str]]:
-    """(names defined, names used, source) of each import, def, class and UPPER_CASE constant."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:  # IPython syntax (magics): nothing to take
-        return []
-    found = []
-    for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            defined = {(alias.asname or alias.name).split(".")[0] for alias in node.names}
-        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-            defined = {node.name}
-        elif isinstance(node, ast.Assign) and all(
-                isinstance(name, ast.Name) and name.id.isupper()
-                for target in node.targets for name in (target.elts if isinstance(target, ast.Tuple) else [target])):
-            defined = {n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-        else:
-            continue
-        used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-        found.append((defined, used - defined, ast.get_source_segment(source, node)))
-    return found
-
-
-def _used_names(source: str) -> set[str]:
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return set()
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-
-
-def prelude(earlier: list[str], needed: set[str]) -> str:
-    """From the cells before the section, the definitions the section needs, transitively, in order."""
-    statements = [statement for source in earlier for statement in _statements(source)]
-    chosen: set[int] = set()
-    queue = set(needed)
-    while queue:
-        name = queue.pop()
-        for index in range(len(statements) - 1, -1, -1):  # the last definition of a name wins
-            defined, used, _ = statements[index]
-            if name in defined:
-                if index not in chosen:
-                    chosen.add(index)
-                    queue |= used
-                break
-    return "\n\n".join(statements[i][2] for i in sorted(chosen))
 
 
 def colab_view(lesson: Path) -> nbformat.NotebookNode:
@@ -103,7 +55,7 @@ def colab_view(lesson: Path) -> nbformat.NotebookNode:
             (section_cells if section == "real" else earlier).append(text)
     if setup is None or not section_cells:
         raise SystemExit(f"{lesson.name}: no setup cell or no section titled 'The real thing'")
-    needed = set().union(*(_used_names(source) for source in section_cells))
+    needed = set().union(*(used_names(source) for source in section_cells))
     sources = [FAKE_COLAB, setup, prelude(earlier, needed), *section_cells]
     view = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
     view.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

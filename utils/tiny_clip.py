@@ -131,9 +131,10 @@ def training_data(n: int = 8000, seed: int = 1) -> tuple[torch.Tensor, torch.Ten
 
 
 @torch.no_grad()
-def zero_shot_accuracy(model: TinyCLIP, n: int = 1000, seed: int = 2,
-                       template: str = "a photo of a {colour} {shape}") -> float:
-    """Accuracy (0-1) of 24-way prompt classification on held-out colour x shape pairs."""
+def held_out_accuracy(model: TinyCLIP, n: int = 1000, seed: int = 2,
+                      template: str = "a photo of a {colour} {shape}") -> float:
+    """Zero-shot accuracy as a fraction (0-1): 24-way prompt classification of `n` fresh images of the
+    held-out colour x shape pairs. (Chapter 3's `zero_shot_accuracy` scores a given batch, in percent.)"""
     test = shapes.generate(n, seed=seed, split="test")
     device = runtime.device_of(model)
     labels = shapes.pair_index(test.colour[:, 0], test.shape[:, 0]).to(device)
@@ -163,4 +164,4 @@ def train(model: TinyCLIP, steps: int = 400, batch_size: int = 256, lr: float = 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return {"final_loss": loss.item(), "zero_shot_accuracy": zero_shot_accuracy(model)}
+    return {"final_loss": loss.item(), "zero_shot_accuracy": held_out_accuracy(model)}

@@ -1,0 +1,130 @@
+"""The lesson/package contract: what a lesson writes out and `utils` keeps a copy of agree.
+
+A lesson teaches by writing an idea out; later chapters call the copy in `utils`. Each pair below is
+run on the same inputs: the lesson's definition (taken from the notebook's own cells, with the
+imports and helpers it needs) against the package's. A lesson cell that `utils` mirrors says so in a
+comment line `# kept as utils.<module>.<name>`, and every such comment is listed here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("notebook_code", ROOT / "scripts" / "notebook_code.py")
+notebook_code = importlib.util.module_from_spec(spec)
+sys.modules["notebook_code"] = notebook_code
+spec.loader.exec_module(notebook_code)
+
+KEPT_AS = re.compile(r"#\s*kept as (utils(?:\.\w+)+)")
+
+
+def lesson_definitions(lesson: str, *names: str) -> dict:
+    """A namespace holding the lesson's own definitions of `names` (and what they need), on the CPU."""
+    sources = notebook_code.code_cells(ROOT / "lessons" / f"{lesson}.ipynb")
+    program = notebook_code.prelude(sources, set(names))
+    namespace: dict = {"device": torch.device("cpu")}
+    exec(compile(program, f"lessons/{lesson}.ipynb", "exec"), namespace)  # noqa: S102 - the book's own code
+    missing = [name for name in names if name not in namespace]
+    assert not missing, f"lessons/{lesson}.ipynb does not define {missing}"
+    return namespace
+
+
+def package_object(dotted: str):
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def check_recall_at(lesson, package) -> None:
+    generator = torch.Generator().manual_seed(0)
+    for queries, gallery in ((30, 7), (5, 40)):
+        similarity = torch.randn(queries, gallery, generator=generator)
+        relevant = torch.rand(queries, gallery, generator=generator) < 0.2
+        for k in (1, 2, 5):
+            assert lesson(similarity, relevant, k) == package(similarity, relevant, k)
+
+
+def check_clip_loss(lesson, package) -> None:
+    generator = torch.Generator().manual_seed(1)
+    for size in (2, 5, 16):
+        logits = 10 * torch.randn(size, size, generator=generator, dtype=torch.float64)
+        ours, theirs = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+        value, reference = lesson(ours), package(theirs)
+        assert torch.equal(value, reference)
+        value.backward()
+        reference.backward()
+        assert torch.equal(ours.grad, theirs.grad)
+
+
+def check_training_recipe(namespace: dict, package) -> None:
+    """The lesson's train_clip with its softmax loss and the zoo's train give the same weights."""
+    from utils import tiny_clip
+
+    steps, batch_size = 3, 32
+    lesson_model = namespace["train_clip"](namespace["softmax_loss"], steps=steps, batch_size=batch_size,
+                                           data=tiny_clip.training_data(), seed=0)
+    torch.manual_seed(0)
+    package_model = tiny_clip.TinyCLIP()
+    package(package_model, steps=steps, batch_size=batch_size, seed=0)
+    for (name, ours), theirs in zip(lesson_model.state_dict().items(), package_model.state_dict().values(),
+                                    strict=True):
+        assert torch.equal(ours, theirs), f"after {steps} steps the weights {name} differ"
+
+
+# (lesson, lesson name, package object, check); a check that takes the namespace gets all of it.
+CONTRACT = [
+    ("01_foundations", "recall_at", "utils.retrieval.recall_at", check_recall_at),
+    ("03_contrastive", "clip_loss", "utils.tiny_clip.clip_loss", check_clip_loss),
+    ("03_contrastive", "train_clip", "utils.tiny_clip.train", check_training_recipe),
+]
+
+
+@pytest.mark.parametrize(("lesson", "name", "dotted", "check"), CONTRACT,
+                         ids=[f"{lesson}:{name}" for lesson, name, _, _ in CONTRACT])
+def test_lesson_and_package_agree(lesson, name, dotted, check):
+    extra = ("softmax_loss",) if check is check_training_recipe else ()
+    namespace = lesson_definitions(lesson, name, *extra)
+    package = package_object(dotted)
+    if check is check_training_recipe:
+        check(namespace, package)
+    else:
+        check(namespace[name], package)
+
+
+def test_every_kept_as_comment_is_in_the_contract():
+    listed = {(lesson, dotted) for lesson, _, dotted, _ in CONTRACT}
+    found = set()
+    for path in sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb")):
+        for source in notebook_code.code_cells(path):
+            for dotted in KEPT_AS.findall(source):
+                found.add((path.stem, dotted))
+                package_object(dotted)  # the named copy exists
+    assert found == listed, f"comments without a test: {found - listed}; tests without a comment: {listed - found}"
+
+
+def test_a_lesson_never_redefines_a_package_name_silently():
+    """A lesson function named like a public function of utils must be that function's kept copy."""
+    import ast
+
+    public = {}
+    for module_path in sorted((ROOT / "utils").glob("*.py")):
+        tree = ast.parse(module_path.read_text())
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+                public.setdefault(node.name, []).append(f"utils.{module_path.stem}.{node.name}")
+    listed = {(lesson, name) for lesson, name, _, _ in CONTRACT}
+    clashes = []
+    for path in sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb")):
+        for source in notebook_code.code_cells(path):
+            for defined, _, _ in notebook_code.statements(source):
+                for name in defined & set(public):
+                    if (path.stem, name) not in listed:
+                        clashes.append(f"{path.name}: {name} (utils has {public[name]})")
+    assert not clashes, "same name, different idea - rename one, or keep it as the copy:\n" + "\n".join(clashes)
