@@ -14,15 +14,20 @@ LESSONS = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb"))
 SOLUTIONS = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
 
 
-def requirement_pins() -> dict[str, str]:
+def read_pins(filename: str) -> dict[str, str]:
+    """name -> version of every `name==version` line of a pins file (names lower-case, - for _)."""
     pins = {}
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
+    for line in (ROOT / filename).read_text().splitlines():
         line = line.split("#")[0].strip()
         if line:
             name, _, version = line.partition("==")
-            assert version, f"requirements.txt: '{line}' is not an exact pin (name==version)"
-            pins[name.lower()] = version
+            assert version, f"{filename}: '{line}' is not an exact pin (name==version)"
+            pins[name.lower().replace("_", "-")] = version
     return pins
+
+
+def requirement_pins() -> dict[str, str]:
+    return read_pins("requirements.txt")
 
 
 def test_requirements_pin_the_torch_trio_and_jupyter_book_1():
@@ -109,13 +114,7 @@ def test_every_lesson_has_solutions_and_is_in_the_toc(path):
 
 
 def colab_pins() -> dict[str, str]:
-    pins = {}
-    for line in (ROOT / "colab-versions.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            pins[name.lower().replace("_", "-")] = version
-    return pins
+    return read_pins("colab-versions.txt")
 
 
 def test_colab_versions_file_records_its_snapshot_and_the_torch_trio():
