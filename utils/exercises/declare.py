@@ -27,7 +27,6 @@ from utils.exercises.compare import compare_values, tolerance_for
 from utils.exercises.describe import (
     describe_type,
     error_advice,
-    exception_line,
     indent,
     labelled,
     learner_line,
@@ -37,7 +36,7 @@ from utils.exercises.describe import (
 from utils.exercises.display import CORRECT, ERROR, INCORRECT, NOT_ATTEMPTED, Result, Text, highlight_code
 from utils.exercises.display import inline_code_html as _inline_code_html
 from utils.exercises.solutions import chapter_of, find_solution
-from utils.runtime import isolated_seed
+from utils.runtime import error_line, isolated_seed
 
 NOT_ATTEMPTED_MESSAGE = "replace the NotImplementedError with your code, then run this cell again."
 
@@ -183,7 +182,7 @@ class Exercise:
         except NotImplementedError as error:
             if number == 1:
                 return self._result(NOT_ATTEMPTED, NOT_ATTEMPTED_MESSAGE)
-            lines = [where, _inputs_block(answer, case), f"  your function raised {exception_line(error)}"]
+            lines = [where, _inputs_block(answer, case), f"  your function raised {error_line(error)}"]
             lines.append("  Earlier cases passed: one path of your code is still unfinished.")
             return self._result(INCORRECT, "\n".join(lines))
         except BaseException as error:  # SystemExit and the learner's own BaseException subclasses too
@@ -226,7 +225,7 @@ class Exercise:
                 problem = self._compare(case.expected, got)
             return None if problem is None else str(problem)
         except Exception as error:
-            return f"your output could not be checked ({exception_line(error)})."
+            return f"your output could not be checked ({error_line(error)})."
 
     def _compare(self, expected: Any, got: Any, where: str = "") -> str | None:
         if self.compare is not None:
@@ -276,7 +275,7 @@ class Exercise:
             return False
 
     def _exception_message(self, answer: Callable, case: Case, where: str, error: BaseException) -> str:
-        lines = [where, _inputs_block(answer, case), f"  your function raised {exception_line(error)}"]
+        lines = [where, _inputs_block(answer, case), f"  your function raised {error_line(error)}"]
         location = learner_line(error)
         if location:
             lines.append(f"  at {location}")
@@ -302,7 +301,7 @@ class Exercise:
                 "Autograd could not differentiate your result: keep every step a torch operation "
                 "(no .item(), float(), NumPy or torch.tensor(...) of a result)."
             )
-            lines = head + [f"  differentiating it raised {exception_line(error)}", f"  {advice}"]
+            lines = head + [f"  differentiating it raised {error_line(error)}", f"  {advice}"]
             return self._result(INCORRECT, "\n".join(line for line in lines if line))
         for position, expected in expected_grads.items():
             if expected is None:  # the reference does not depend on this input either
@@ -520,7 +519,7 @@ def _argument_names(answer: Callable, case: Case) -> list[tuple[str, Any]]:
 
 
 def _broken_check_message(error: BaseException) -> str:
-    return f"the check itself failed ({exception_line(error)}); please report it."
+    return f"the check itself failed ({error_line(error)}); please report it."
 
 
 def _not_callable_message(answer: Any) -> str:

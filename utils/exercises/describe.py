@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.runtime import error_line, to_numpy
+from utils.runtime import to_numpy
 
 SMALL_TENSOR = 16  # tensors with at most this many elements are shown value by value in messages
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -195,11 +195,6 @@ def indent(text: str, pad: str, first: str | None = None) -> str:
 
 
 # -- errors --------------------------------------------------------------------------------------
-
-
-def exception_line(error: BaseException, limit: int = 200) -> str:
-    """'TypeError: first line of the message', without memory addresses, at most `limit` characters."""
-    return error_line(error, limit)
 
 
 def learner_line(error: BaseException) -> str:
