@@ -47,7 +47,8 @@ colab-check: setup
 	.venv-colab/bin/python scripts/colab_check.py
 	.venv-colab/bin/python -m pytest tests/test_hub.py -q -p no:cacheprovider
 
-test: lint unit notebooks book site colab-check
+test: setup
+	@MAKE="$(MAKE)" scripts/stage_times.sh lint unit notebooks book site colab-check
 	@echo "make test: all stages passed"
 
 lab: setup

@@ -125,3 +125,15 @@ def test_line_sweep_and_bar_chart():
 def test_image_grid_draws_a_single_image():
     figure = plotting.image_grid(torch.rand(1, 3, 8, 8), ["one"], title="one image")
     assert len(figure.axes) == 1
+
+
+def test_every_figure_fills_the_text_column():
+    """Narrow figures are widened: at DPI they must be at least as wide as the 764-px column."""
+    assert plotting.MIN_WIDTH_INCHES * plotting.DPI >= 764
+    figures = [
+        plotting.image_grid(torch.rand(1, 3, 8, 8)),
+        plotting.embedding_scatter({"images": torch.randn(6, 4), "texts": torch.randn(6, 4)}),
+        plotting.new_figure(1, 2, figsize=(3.0, 2.0))[0],
+    ]
+    for figure in figures:
+        assert figure.get_size_inches()[0] >= plotting.MIN_WIDTH_INCHES

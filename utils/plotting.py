@@ -3,8 +3,9 @@
 Each function sets a title and axis labels (with units where there are any) and returns the
 matplotlib Figure. Figures are not kept by pyplot, so nothing accumulates and nothing is shown
 twice: a figure appears when it is the value of a cell (make the call the last line) or is passed
-to ``display(fig)``; ``fig.savefig(path)`` writes it to a file. Small figures at 90 dpi keep the
-stored notebooks small. Works with any backend, including the headless Agg.
+to ``display(fig)``; ``fig.savefig(path)`` writes it to a file. Every figure is at least
+``MIN_WIDTH_INCHES`` wide at ``DPI``: 780 pixels, a little more than the book's text column at a
+1280-pixel window, so the page scales figures down (crisp), never up (blurred); tests/site checks it. Works with any backend, including the headless Agg.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from utils.runtime import to_numpy
 
 # Okabe-Ito: a colour cycle that colour-blind readers can tell apart (yellow last: weak on white).
 BOOK_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442"]
-DPI = 90
+DPI = 130
+MIN_WIDTH_INCHES = 6.0  # x DPI = 780 px >= the 764-px text column
 
 
 def use_book_style() -> None:
@@ -34,7 +36,7 @@ def use_book_style() -> None:
         {
             "figure.dpi": DPI,
             "savefig.dpi": DPI,
-            "figure.figsize": (6.0, 3.6),
+            "figure.figsize": (MIN_WIDTH_INCHES, 3.6),
             "figure.facecolor": "white",  # readable on the book's dark theme too
             "savefig.facecolor": "white",
             "figure.constrained_layout.use": True,
@@ -60,14 +62,18 @@ def use_book_style() -> None:
 use_book_style()
 
 
-def _figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None) -> tuple[Figure, Any]:
+def new_figure(nrows: int = 1, ncols: int = 1,
+               figsize: tuple[float, float] | None = None) -> tuple[Figure, Any]:
     """A new Figure with its axes (one Axes, or an array of them), already let go by pyplot.
 
-    Creating it through pyplot loads the notebook's backend, which teaches IPython to draw Figure
-    objects; closing it at once means pyplot will not show it again at the end of the cell.
+    For the figures a lesson composes itself (several panels); the book's style applies. A width
+    below ``MIN_WIDTH_INCHES`` is widened to it, so the figure fills the text column. Creating it
+    through pyplot loads the notebook's backend, which teaches IPython to draw Figure objects;
+    closing it at once means pyplot will not show it again at the end of the cell.
     """
-    figure, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=(nrows == 1 and ncols == 1),
-                                layout="constrained")
+    width, height = figsize if figsize is not None else matplotlib.rcParams["figure.figsize"]
+    figure, axes = plt.subplots(nrows, ncols, figsize=(max(width, MIN_WIDTH_INCHES), height),
+                                squeeze=(nrows == 1 and ncols == 1), layout="constrained")
     plt.close(figure)
     return figure, axes
 
@@ -150,7 +156,7 @@ def image_grid(
     cell = 1.25
     caption_lines = max((len(_caption(c, max_caption_chars).splitlines()) for c in captions or []), default=0)
     height = nrows * (cell + 0.14 * caption_lines) + (0.35 if title else 0.0)
-    figure, axes = _figure(nrows, ncols, figsize=(max(cell * ncols, 2.5), height))
+    figure, axes = new_figure(nrows, ncols, figsize=(max(cell * ncols, 2.5), height))
     for index, ax in enumerate(np.atleast_1d(axes).flat):  # one image gives a bare Axes
         ax.axis("off")
         if index >= len(pictures):
@@ -195,7 +201,7 @@ def similarity_heatmap(
     label_room = 0.07 * max((len(str(label)) for label in row_labels), default=0) if row_labels else 0.0
     width = min(10.0, 2.2 + label_room + 0.55 * cols)
     height = min(8.0, 1.4 + 0.4 * rows + (0.06 * max_label_chars if col_labels else 0.0))
-    figure, ax = _figure(figsize=(max(width, 3.5), max(height, 2.5)))
+    figure, ax = new_figure(figsize=(max(width, 3.5), max(height, 2.5)))
     image = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
     ax.grid(False)
     if row_labels is not None:
@@ -283,7 +289,7 @@ def embedding_scatter(
         coordinates = np.concatenate(arrays, axis=0)
     bounds = np.cumsum([0] + [len(a) for a in arrays])
     projected = {name: coordinates[bounds[i] : bounds[i + 1]] for i, name in enumerate(names)}
-    figure, ax = _figure(figsize=(5.2, 4.2))
+    figure, ax = new_figure(figsize=(5.2, 4.2))
     colours = {name: BOOK_COLOURS[i % len(BOOK_COLOURS)] for i, name in enumerate(names)}
     for pair in _pair_list(pairs):
         _draw_pair_arrows(ax, projected, pair, max_pairs)
@@ -357,7 +363,7 @@ def loss_curves(
     `utils.training.History` (x = the logged steps). `smooth` > 1 draws a moving average over the
     faint raw curve.
     """
-    figure, ax = _figure()
+    figure, ax = new_figure()
     for index, (name, curve) in enumerate(curves.items()):
         x, y = _curve_xy(curve)
         colour = BOOK_COLOURS[index % len(BOOK_COLOURS)]
@@ -388,7 +394,7 @@ def line_sweep(
 
     `reference` draws labelled horizontal dashed lines, e.g. {"chance": 0.1}.
     """
-    figure, ax = _figure()
+    figure, ax = new_figure()
     x_values = to_numpy(x).astype(float)
     for name, values in ys.items():
         ax.plot(x_values, to_numpy(values).astype(float), marker="o", markersize=4, label=name)
@@ -419,7 +425,7 @@ def bar_chart(
     """A simple bar chart of named numbers (e.g. accuracy per model), each bar labelled with its value."""
     names = [str(name) for name in values]
     heights = [float(to_numpy(v)) for v in values.values()]
-    figure, ax = _figure(figsize=(6.0, max(2.4, 0.35 * len(names) + 1.0)) if horizontal else None)
+    figure, ax = new_figure(figsize=(6.0, max(2.4, 0.35 * len(names) + 1.0)) if horizontal else None)
     colours = [BOOK_COLOURS[i % len(BOOK_COLOURS)] for i in range(len(names))]
     bars = ax.barh(names, heights, color=colours) if horizontal else ax.bar(names, heights, color=colours)
     if horizontal:
@@ -457,7 +463,7 @@ def spectrogram(
         values = np.maximum(values, values.max() - top_db)
     bins, frames = values.shape
     seconds = frames * hop_length / sample_rate
-    figure, ax = _figure(figsize=(6.0, 3.0))
+    figure, ax = new_figure(figsize=(6.0, 3.0))
     image = ax.imshow(values, origin="lower", aspect="auto", cmap=cmap, extent=(0.0, seconds, 0.0, bins),
                       interpolation="nearest")
     ax.grid(False)

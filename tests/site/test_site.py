@@ -119,6 +119,16 @@ def check_chapter(server, browser, page: Path) -> None:
     broken = [i.get_attribute("src")[:80] for i in images
               if not browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", i)]
     assert not broken, f"{page.name}: figures that did not load: {broken}"
+    # Figures fill the text column (a paragraph's width) and are drawn at least that wide, so the
+    # browser scales them down, never up into a blur (utils.plotting.MIN_WIDTH_INCHES x DPI).
+    narrow = browser.execute_script("""
+        const column = document.querySelector('main article p').getBoundingClientRect().width;
+        return [...document.querySelectorAll('div.cell_output img')]
+            .filter(i => i.getBoundingClientRect().width < column - 1 || i.naturalWidth < column - 1)
+            .map(i => [Math.round(column), Math.round(i.getBoundingClientRect().width), i.naturalWidth]);
+    """)
+    assert not narrow, (f"{page.name}: figures narrower than the text column or drawn below its width "
+                        f"(column, shown, drawn px): {narrow[:4]}")
     # At a 1280-pixel window no code cell or output may need horizontal scrolling (book.css makes
     # room for 100-character lines; `make lint` keeps notebook code within 100).
     scrolling = browser.execute_script("""
