@@ -137,3 +137,12 @@ def test_every_figure_fills_the_text_column():
     ]
     for figure in figures:
         assert figure.get_size_inches()[0] >= plotting.MIN_WIDTH_INCHES
+
+
+def test_image_grid_keeps_whole_captions_in_wide_cells():
+    caption = "true: a large green triangle below a large blue cross / chosen: another caption"
+    figure = plotting.image_grid(torch.rand(2, 3, 8, 8), [caption, "short"], ncols=2,
+                                 max_caption_chars=120)
+    shown = figure.axes[0].get_title()
+    assert " ".join(shown.split()) == caption   # wrapped, nothing cut
+    assert max(len(line) for line in shown.splitlines()) > 17   # a 3-inch cell takes long lines

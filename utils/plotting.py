@@ -5,7 +5,8 @@ matplotlib Figure. Figures are not kept by pyplot, so nothing accumulates and no
 twice: a figure appears when it is the value of a cell (make the call the last line) or is passed
 to ``display(fig)``; ``fig.savefig(path)`` writes it to a file. Every figure is at least
 ``MIN_WIDTH_INCHES`` wide at ``DPI``: 780 pixels, a little more than the book's text column at a
-1280-pixel window, so the page scales figures down (crisp), never up (blurred); tests/site checks it. Works with any backend, including the headless Agg.
+1280-pixel window, so the page scales figures down (crisp), never up (blurred); tests/site
+checks it. Works with any backend, including the headless Agg.
 """
 
 from __future__ import annotations
@@ -126,8 +127,8 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def _caption(text: str, limit: int, per_line: int = 17) -> str:
-    """A caption cut to `limit` characters and wrapped to lines that fit under a grid cell."""
-    return "\n".join(textwrap.wrap(_shorten(text, limit), per_line, break_long_words=True)[:3])
+    """A caption cut to `limit` characters and wrapped to lines of `per_line` characters."""
+    return "\n".join(textwrap.wrap(_shorten(text, limit), per_line, break_long_words=True))
 
 
 def image_grid(
@@ -144,7 +145,8 @@ def image_grid(
     `images` is a tensor [N, 3, H, W] (or [N, 1, H, W], [N, H, W]), an array [N, H, W, 3], or a list
     of single images (tensors, arrays, PIL images). Floats are mapped from `value_range` to [0, 1]
     (use (-1, 1) for diffusion models; None rescales each image to its own min and max); uint8 is
-    divided by 255. At most `max_images` are drawn.
+    divided by 255. At most `max_images` are drawn. Captions are cut at `max_caption_chars` and
+    wrapped to the width of a cell.
     """
     pictures = _image_list(images)[:max_images]
     if not pictures:
@@ -154,9 +156,12 @@ def image_grid(
     ncols = max(1, min(ncols, len(pictures)))
     nrows = math.ceil(len(pictures) / ncols)
     cell = 1.25
-    caption_lines = max((len(_caption(c, max_caption_chars).splitlines()) for c in captions or []), default=0)
+    # 17 characters of 8-point text fit a 1.25-inch cell; wider cells (few columns) take more.
+    per_line = max(17, int(17 * max(cell * ncols, MIN_WIDTH_INCHES) / ncols / cell))
+    wrapped = [_caption(c, max_caption_chars, per_line) for c in captions or []]
+    caption_lines = max((len(text.splitlines()) for text in wrapped), default=0)
     height = nrows * (cell + 0.14 * caption_lines) + (0.35 if title else 0.0)
-    figure, axes = new_figure(nrows, ncols, figsize=(max(cell * ncols, 2.5), height))
+    figure, axes = new_figure(nrows, ncols, figsize=(cell * ncols, height))
     for index, ax in enumerate(np.atleast_1d(axes).flat):  # one image gives a bare Axes
         ax.axis("off")
         if index >= len(pictures):
@@ -164,8 +169,8 @@ def image_grid(
         picture = _to_hwc(pictures[index], value_range)
         grey = picture.ndim == 2
         ax.imshow(picture, cmap="gray" if grey else None, vmin=0.0, vmax=1.0, interpolation="nearest")
-        if captions is not None and index < len(captions):
-            ax.set_title(_caption(captions[index], max_caption_chars), fontsize=8, linespacing=1.0)
+        if index < len(wrapped):
+            ax.set_title(wrapped[index], fontsize=8, linespacing=1.0)
     if title:
         figure.suptitle(title)
     return figure
