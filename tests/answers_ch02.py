@@ -43,14 +43,25 @@ def _tubelets_by_unfold(video, frames, patch):
     return blocks.permute(0, 1, 3, 4, 2, 5, 6, 7).reshape(n, -1, blocks[0, 0, :, 0, 0].numel())
 
 
-def _cost_one_block(image_size, patch_size, dim, depth):
-    n = (image_size // patch_size) ** 2 + 1
-    return {"tokens": n, "attention_flops": 4 * n * n * dim, "linear_flops": 24 * n * dim * dim}
+def _cost_one_block(height, width, patch, dim, depth, ratio):
+    n = (height // patch) * (width // patch) + 1
+    return {"tokens": n, "attention_flops": 4 * n * n * dim, "linear_flops": (8 + 4 * ratio) * n * dim * dim,
+            "crossover_tokens": (2 + ratio) * dim}
 
 
-def _cost_by_hand(image_size, patch_size, dim, depth):
-    n = (image_size // patch_size) ** 2 + 1
-    return {"tokens": n, "attention_flops": depth * 4 * n * n * dim, "linear_flops": depth * 24 * n * dim * dim}
+def _cost_by_hand(height, width, patch, dim, depth, ratio):
+    n = (height * width) // (patch * patch) + 1
+    per_block_attention, per_block_linear = 4 * n * n * dim, 2 * n * dim * dim * (4 + 2 * ratio)
+    # Solve 4 N^2 D = (8 + 4r) N D^2 by scanning N: slow but independent of the algebra.
+    crossover = next(m for m in range(1, 100 * dim) if 4 * m * m * dim >= (8 + 4 * ratio) * m * dim * dim)
+    return {"tokens": n, "attention_flops": depth * per_block_attention,
+            "linear_flops": depth * per_block_linear, "crossover_tokens": crossover}
+
+
+def _cost_lesson_formula(height, width, patch, dim, depth, ratio):
+    n = (height // patch) * (width // patch) + 1
+    return {"tokens": n, "attention_flops": depth * 4 * n * n * dim, "linear_flops": depth * 24 * n * dim * dim,
+            "crossover_tokens": 6 * dim}  # the lesson's ratio-4 count, copied as it is
 
 
 def _mel_in_float64(n_freqs, f_min, f_max, n_mels, sample_rate):
@@ -106,10 +117,12 @@ WRONG = {
         (lambda *args: _mel_ignoring("f_min")(*args).bfloat16(), "dtype"),  # hidden by half precision
     ],
     "2.3": [
-        (lambda s, p, d, L: ((s // p) ** 2 + 1, 0, 0), "wrong type"),  # a tuple, not a dict
+        (lambda h, w, p, d, L, r: ((h // p) * (w // p) + 1, 0, 0), "wrong type"),  # a tuple, not a dict
         (_cost_one_block, "wrong value"),  # forgot to multiply by depth
-        (lambda s, p, d, L: {"tokens": (s // p) ** 2 + 1}, "missing keys"),
-        (lambda s, p, d, L: {k: float(v) for k, v in _cost_by_hand(s, p, d, L).items()}, "whole number"),
+        (lambda h, w, p, d, L, r: {"tokens": (h // p) * (w // p) + 1}, "missing keys"),
+        (lambda h, w, p, d, L, r: {k: float(v) for k, v in _cost_by_hand(h, w, p, d, L, r).items()},
+         "whole number"),
+        (_cost_lesson_formula, "mlp_ratio"),
     ],
     "2.4": [
         (_per_frame_patches, "shape"),  # ignored the time extent of a tubelet

@@ -10,13 +10,18 @@ from utils.exercises.core import CORRECT
 
 
 def test_exercise_2_3_agrees_with_hand_counts():
-    # ViT-B/16 on 224 x 224: 197 tokens; one block's attention 4 N^2 D, linear 24 N D^2, 12 blocks.
-    def by_hand(image_size, patch_size, dim, depth):
-        n = (image_size // patch_size) ** 2 + 1
+    # ViT-B/16 on 224 x 224: 197 tokens; one block's attention 4 N^2 D, linear (8 + 4r) N D^2, 12 blocks;
+    # attention and linear FLOPs of one block are equal at N = (2 + r) D.
+    def by_hand(height, width, patch_size, dim, depth, mlp_ratio):
+        n = (height // patch_size) * (width // patch_size) + 1
         return {"tokens": n, "attention_flops": depth * 4 * n * n * dim,
-                "linear_flops": depth * 24 * n * dim * dim}
+                "linear_flops": depth * (8 + 4 * mlp_ratio) * n * dim * dim,
+                "crossover_tokens": (2 + mlp_ratio) * dim}
 
     assert ch02.vit_cost.check(by_hand).status == CORRECT
+    expected = {case.label: case.expected for case in ch02._cost_cases()}
+    vit_b16 = next(value for label, value in expected.items() if label.startswith("ViT-B/16"))
+    assert vit_b16["tokens"] == 197 and vit_b16["crossover_tokens"] == 6 * 768
 
 
 def test_exercise_2_4_matches_a_conv3d_tubelet_embedding():

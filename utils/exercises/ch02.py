@@ -189,48 +189,71 @@ def _counted_flops(tokens: int, dim: int, mlp_ratio: int) -> tuple[int, int]:
 
 
 def _cost_cases() -> list[Case]:
+    settings = (
+        ((32, 32, 4, 48, 3, 4), "the chapter's ViT: 32x32 images, patch 4, D 48, 3 blocks, MLP ratio 4"),
+        ((224, 224, 16, 768, 12, 4), "ViT-B/16: 224x224 images, patch 16, D 768, 12 blocks, MLP ratio 4"),
+        ((32, 64, 16, 8, 1, 2), "a toy: 32 high x 64 wide, patch 16, D 8, 1 block, MLP ratio 2"),
+        ((48, 16, 8, 16, 2, 3), "a tall toy: 48 high x 16 wide, patch 8, D 16, 2 blocks, MLP ratio 3"),
+    )
     cases = []
-    for image, patch, dim, depth, label in ((32, 4, 48, 3, "the chapter's ViT: 32x32 images, patch 4, D 48, 3 blocks"),
-                                            (224, 16, 768, 12, "ViT-B/16: 224x224 images, patch 16, D 768, 12 blocks"),
-                                            (32, 16, 8, 1, "a toy: 32x32, patch 16, D 8, 1 block")):
-        tokens = (image // patch) ** 2 + 1
-        attention, linear = _counted_flops(tokens, dim, 4)
-        expected = {"tokens": tokens, "attention_flops": depth * attention, "linear_flops": depth * linear}
-        cases.append(Case(inputs=(image, patch, dim, depth), expected=expected, label=label))
+    for (height, width, patch, dim, depth, ratio), label in settings:
+        tokens = (height // patch) * (width // patch) + 1
+        attention, linear = _counted_flops(tokens, dim, ratio)
+        # Attention grows as N^2 and the linear layers as N, so they are equal at N * linear / attention.
+        crossover = tokens * linear // attention
+        expected = {"tokens": tokens, "attention_flops": depth * attention, "linear_flops": depth * linear,
+                    "crossover_tokens": crossover}
+        cases.append(Case(inputs=(height, width, patch, dim, depth, ratio), expected=expected, label=label))
     return cases
 
 
-def _cost_with(extra_tokens: int = 1, flops_per_mac: int = 2, square: bool = True, attention_products: int = 2):
-    def cost(image_size, patch_size, dim, depth):
-        side = image_size // patch_size
-        n = (side * side if square else side) + extra_tokens
-        attention = depth * attention_products * flops_per_mac * n * n * dim
-        linear = depth * flops_per_mac * n * dim * dim * 12
-        return {"tokens": n, "attention_flops": attention, "linear_flops": linear}
+def _cost_with(extra_tokens: int = 1, flops_per_mac: int = 2, one_side: bool = False,
+               attention_products: int = 2, fixed_ratio: int | None = None):
+    def cost(height, width, patch_size, dim, depth, mlp_ratio):
+        ratio = fixed_ratio if fixed_ratio is not None else mlp_ratio
+        patches = width // patch_size if one_side else (height // patch_size) * (width // patch_size)
+        n = patches + extra_tokens
+        attention = attention_products * flops_per_mac * n * n * dim
+        linear = flops_per_mac * n * dim * dim * (4 + 2 * ratio)
+        return {"tokens": n, "attention_flops": depth * attention, "linear_flops": depth * linear,
+                "crossover_tokens": n * linear // attention}
     return cost
+
+
+def _cost_crossover_of_total(height, width, patch_size, dim, depth, mlp_ratio):
+    right = _cost_with()(height, width, patch_size, dim, depth, mlp_ratio)
+    return {**right, "crossover_tokens": (2 + mlp_ratio) * dim * depth}
 
 
 vit_cost = Exercise(
     key="2.3",
-    title="Count a ViT's tokens and FLOPs",
+    title="Count a ViT's tokens and FLOPs, and find the crossover",
     cases=_cost_cases,
     hints=[
-        "Tokens: an S x S image in P x P patches gives (S/P)^2 patch tokens, plus one CLS token. Count a "
+        "Tokens: an H x W image in P x P patches gives (H/P)(W/P) patch tokens, plus one CLS token. Count a "
         "matrix product [m, k] @ [k, n] as 2*m*k*n FLOPs (one multiply and one add per term).",
-        "Attention per block: the scores Q K^T are [N, D] @ [D, N] and the mixing is [N, N] @ [N, D]; "
-        "heads split D but do not change the total. Linear layers per block: Q, K, V and the output "
-        "projection (4 maps D -> D) and the MLP (D -> 4D -> D).",
-        "Sanity check on ViT-B/16 (224, 16, 768, 12): 197 tokens and about 35 billion FLOPs in all. Papers "
-        "often quote about half that, because they count a multiply-add as one operation.",
+        "Per block, attention has two N x N products: the scores Q K^T ([N, D] @ [D, N]) and the mixing "
+        "([N, N] @ [N, D]); heads split D but do not change the total. The linear layers are four D -> D maps "
+        "(Q, K, V, output) and the MLP D -> rD -> D. Multiply by depth. For the crossover, set ONE block's two "
+        "counts equal and solve for N.",
+        "Properties to aim for: with mlp_ratio 4 the crossover is 6D (288 tokens for D = 48, as in section "
+        "2.3); it grows in proportion to D and with the MLP ratio, and does not depend on the image or the "
+        "depth. ViT-B/16 on 224 x 224 gives 197 tokens and about 35 billion FLOPs in all.",
     ],
     mistakes=[
-        Mistake("forgot the CLS token", "The ViT prepends one learned CLS token, so N = (S/P)^2 + 1.",
+        Mistake("forgot the CLS token", "The ViT prepends one learned CLS token, so N = (H/P)(W/P) + 1.",
                 _cost_with(extra_tokens=0)),
         Mistake("counted a multiply-add as one FLOP", "A product [m, k] @ [k, n] is m*k*n multiply-adds, which "
                 "is 2*m*k*n FLOPs.", _cost_with(flops_per_mac=1)),
-        Mistake("forgot to square", "The patch grid is (S/P) x (S/P): square the side.", _cost_with(square=False)),
+        Mistake("counted patches along one side only", "The patch grid is (H/P) rows by (W/P) columns: "
+                "multiply the two.", _cost_with(one_side=True)),
         Mistake("counted only Q K^T", "Attention has two N x N products: the scores Q K^T and the "
                 "weighted sum of the values, weights @ V.", _cost_with(attention_products=1)),
+        Mistake("used an MLP four times wider whatever mlp_ratio says", "The MLP maps D -> rD -> D with r = "
+                "mlp_ratio: its two products cost 2 * 2 N D (rD) FLOPs.", _cost_with(fixed_ratio=4)),
+        Mistake("took the crossover of the whole network", "The crossover compares attention and linear "
+                "FLOPs of one block (depth multiplies both sides), so it does not depend on depth.",
+                _cost_crossover_of_total),
     ],
 )
 
