@@ -60,7 +60,22 @@ def use_book_style() -> None:
     )
 
 
+def _keep_whole_canvas() -> None:
+    """Notebooks crop a figure to its ink before showing it (``bbox_inches="tight"``), which can
+    leave it narrower than the text column; show the whole canvas instead."""
+    try:
+        from IPython import get_ipython
+        from matplotlib_inline.backend_inline import InlineBackend, set_matplotlib_formats
+    except ImportError:  # plain Python: nothing is shown inline
+        return
+    config = InlineBackend.instance()
+    config.print_figure_kwargs["bbox_inches"] = None  # read when the inline backend starts
+    if get_ipython() is not None:  # already started: apply it now
+        set_matplotlib_formats(*config.figure_formats)
+
+
 use_book_style()
+_keep_whole_canvas()
 
 
 def new_figure(nrows: int = 1, ncols: int = 1,
