@@ -146,9 +146,11 @@ def held_out_accuracy(model: TinyCLIP, n: int = 1000, seed: int = 2,
     return (image_vectors @ text_vectors.T).argmax(1).eq(labels).float().mean().item()
 
 
-def train(model: TinyCLIP, steps: int = 400, batch_size: int = 256, lr: float = 3e-3,
+def train(model: TinyCLIP, steps: int = 400, batch_size: int = 128, lr: float = 3e-3,
           seed: int = 0) -> dict[str, float]:
-    """Chapter 3's recipe: AdamW on the symmetric loss, random batches of `training_data()`.
+    """Chapter 3's recipe: AdamW on the symmetric loss, random batches of `training_data()`:
+    400 steps of 128 pairs, seed 0 (chapter 3 trains seeds 0, 1 and 2 and keeps seed 0 by a
+    rule fixed before training; it reports where seed 0 falls among the three).
 
     Returns the last step's loss and the zero-shot accuracy on held-out compositions.
     """

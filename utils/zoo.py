@@ -64,7 +64,7 @@ class Entry:
 
 # The book's own models: one line each, in chapter order.
 BOOK_MODELS: dict[str, Entry] = {
-    "tiny_clip": Entry("tiny_clip", "v1", "utils.tiny_clip:TinyCLIP", "utils.tiny_clip:train",
+    "tiny_clip": Entry("tiny_clip", "v2", "utils.tiny_clip:TinyCLIP", "utils.tiny_clip:train",
                        expected="about a minute on a CPU"),
 }
 # Models a reader registers at run time (they take precedence over BOOK_MODELS of the same name).
