@@ -127,3 +127,10 @@ def test_progress_hides_its_bar_when_the_book_executes(monkeypatch, capsys):
     monkeypatch.setenv("MMBOOK_EXECUTE", "0")
     training.print_timing("took 1.2 s")
     assert capsys.readouterr().out == "took 1.2 s\n"
+
+
+def test_spread_gives_mean_and_range_over_seeds():
+    assert training.spread([58.2, 72.3, 85.8]) == " 72.1 (58.2 to 85.8)"
+    assert training.spread([99.9]) == " 99.9 (1 seed)"
+    with pytest.raises(ValueError):
+        training.spread([])

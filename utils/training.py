@@ -232,3 +232,13 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
         labels = labels.argmax(dim=-1)
     predictions = logits.argmax(dim=-1)
     return (predictions == labels.to(predictions.device)).double().mean().item()
+
+
+def spread(values: Sequence[float]) -> str:
+    """'mean (lowest to highest)' of a few results, one per seed, e.g. ' 72.1 (58.2 to 85.8)';
+    a single value is labelled '(1 seed)'. The book quotes seeded results this way."""
+    if not values:
+        raise ValueError("spread needs at least one value")
+    if len(values) == 1:
+        return f"{values[0]:5.1f} (1 seed)"
+    return f"{sum(values) / len(values):5.1f} ({min(values):.1f} to {max(values):.1f})"
