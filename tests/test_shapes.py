@@ -255,6 +255,13 @@ def test_questions_are_answered_correctly_and_yes_no_are_balanced():
             colour, shape = re.match(r"is there an? (\w+) (\w+)\?", question).groups()
             present = any(o["colour"] == colour and o["shape"] == shape for o in objects)
             assert answer == ("yes" if present else "no"), question
+        elif qa["kind"] == "where":
+            where_question = r"where is the (\w+) (\w+) relative to the (\w+) (\w+)\?"
+            groups = re.match(where_question, question)
+            a = next(k for k, o in enumerate(objects) if o["colour"] == groups.group(1))
+            b = next(k for k, o in enumerate(objects) if o["colour"] == groups.group(3))
+            relation = true_relation(batch.centre[qa["image_index"], a], batch.centre[qa["image_index"], b])
+            assert answer == relation.split()[0] and answer in shapes.WHERE_ANSWERS, question
         else:
             relation_question = r"is the (\w+) (\w+) (left of|right of|above|below) the (\w+) (\w+)\?"
             groups = re.match(relation_question, question)
@@ -263,7 +270,7 @@ def test_questions_are_answered_correctly_and_yes_no_are_balanced():
             relation = true_relation(batch.centre[qa["image_index"], a], batch.centre[qa["image_index"], b])
             assert answer == ("yes" if relation == groups.group(3) else "no"), question
     assert len(by_kind["exists"]) == 300 and len(by_kind["colour"]) == 300
-    assert len(by_kind["relation"]) == int((batch.count >= 2).sum())
+    assert len(by_kind["relation"]) == len(by_kind["where"]) == int((batch.count >= 2).sum())
     for kind in ("exists", "relation"):
         yes = sum(qa["answer"] == "yes" for qa in by_kind[kind])
         assert abs(yes - len(by_kind[kind]) / 2) <= 1, f"{kind}: {yes} yes of {len(by_kind[kind])}"

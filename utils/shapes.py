@@ -47,7 +47,8 @@ SIZES: tuple[str, ...] = ("small", "large")
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 CAPTION_STYLES: tuple[str, ...] = ("full", "partial", "varied")
 SPLITS: tuple[str, ...] = ("all", "train", "test")
-QUESTION_KINDS: tuple[str, ...] = ("colour", "shape", "size", "count", "relation", "exists")
+QUESTION_KINDS: tuple[str, ...] = ("colour", "shape", "size", "count", "relation", "exists", "where")
+WHERE_ANSWERS: tuple[str, ...] = ("left", "right", "above", "below")  # one word per RELATIONS entry
 NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four")
 
 # One held-out pair per colour; every shape is held out at least once.
@@ -561,7 +562,9 @@ def questions(
 ) -> list[dict[str, Any]]:
     """Questions with one-word answers about every image, one per kind (relation: images with >= 2 objects).
 
-    Answers are a colour, a shape, a size, a digit ("1".."4"), or "yes"/"no". The yes/no kinds
+    Answers are a colour, a shape, a size, a digit ("1".."4"), "yes"/"no", or for "where" (not asked
+    by default; "where is the red circle relative to the blue square?") one of WHERE_ANSWERS: the
+    relation's one-word form, along the axis where the centres differ most. The yes/no kinds
     ("relation", "exists") are balanced: half "yes", half "no". "exists" asks about absent objects
     for its "no" answers (half of those share a colour or a shape with an object in the image), which
     makes it a POPE-style hallucination probe. Returns dicts with image_index, question, answer, kind.
@@ -605,12 +608,16 @@ def _question(
         present = {(colour_index(o["colour"]), shape_index(o["shape"])) for o in objects}
         colour, shape = _absent_pair(present, rng)
         return f"is there {describe(colour, shape)}?", "no"
-    if len(objects) < 2:  # relation
+    if len(objects) < 2:  # relation and where
         return None
     first, second = (0, 1) if rng.random() < 0.5 else (1, 0)
-    relation = RELATIONS[int(_relation_of(batch.centre[i, first], batch.centre[i, second]))]
-    asked = relation if say_yes["relation"][i] else OPPOSITE_RELATION[relation]
+    relation_index = int(_relation_of(batch.centre[i, first], batch.centre[i, second]))
     a, b = objects[first], objects[second]
+    if kind == "where":
+        question = f"where is the {a['colour']} {a['shape']} relative to the {b['colour']} {b['shape']}?"
+        return question, WHERE_ANSWERS[relation_index]
+    relation = RELATIONS[relation_index]
+    asked = relation if say_yes["relation"][i] else OPPOSITE_RELATION[relation]
     answer = "yes" if asked == relation else "no"
     return f"is the {a['colour']} {a['shape']} {asked} the {b['colour']} {b['shape']}?", answer
 

@@ -17,6 +17,7 @@ CHAPTERS: dict[int, str] = {
     1: "ch01",
     2: "ch02",
     3: "ch03",
+    4: "ch04",
 }
 
 
