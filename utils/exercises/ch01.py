@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.exercises.core import Case, Exercise, Mistake, chapter_progress
+from utils.exercises.declare import dict_answer_problem
 
 # ---------------------------------------------------------------- 1.1 cosine similarity
 
@@ -140,14 +141,10 @@ def _taxonomy_feedback(got) -> str | None:
 
 
 def _taxonomy_compare(expected: dict, got) -> str | None:
-    if not isinstance(got, dict):
-        return f"expected a dict from model name to (fusion, objective), got {type(got).__name__}"
-    missing = sorted(set(expected) - set(got))
-    if missing:
-        return f"these models are missing from your dict: {missing} (keys must be spelled as in the stub)"
-    extra = sorted(str(key) for key in set(got) - set(expected))
-    if extra:
-        return f"your dict has entries that are not among the five models: {extra}; remove them"
+    problem = dict_answer_problem(got, list(expected), "model name to (fusion, objective)", "models",
+                                  "the five models")
+    if problem:
+        return problem
     wrong = []
     for model, answer in expected.items():
         given = got[model]

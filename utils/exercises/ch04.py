@@ -10,8 +10,23 @@ import torch
 from torch import nn
 
 from utils.exercises.core import Case, Exercise, Mistake, chapter_progress
+from utils.exercises.declare import dict_answer_problem
 
 # ---------------------------------------------------------------- 4.1 gated cross-attention
+
+
+def _random_inputs(seed: int):
+    """draw(*shape): float64 normal values; weight(n_in, n_out): a matrix scaled as nn.Linear
+    initialises (1/sqrt(n_in)), so that the attention softmax is not saturated."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    def weight(n_in, n_out):
+        return draw(n_in, n_out) / math.sqrt(n_in)
+
+    return draw, weight
 
 
 def _attend(queries, keys, values, dim=-1):
@@ -25,13 +40,7 @@ def _gated_reference(text, image, w_q, w_k, w_v, w_o, gate):
 
 
 def _gated_cases() -> list[Case]:
-    generator = torch.Generator().manual_seed(41)
-
-    def draw(*shape):
-        return torch.randn(*shape, generator=generator, dtype=torch.float64)
-
-    def weight(n_in, n_out):  # scaled as nn.Linear initialises, so the softmax is not saturated
-        return draw(n_in, n_out) / math.sqrt(n_in)
+    draw, weight = _random_inputs(41)
 
     cases = []
     for batch, text_len, image_len, d_text, d_image, d_attn, gate, label in (
@@ -116,13 +125,7 @@ def _qformer_reference(queries, image, w_q, w_k, w_v):
 
 
 def _qformer_cases() -> list[Case]:
-    generator = torch.Generator().manual_seed(42)
-
-    def draw(*shape):
-        return torch.randn(*shape, generator=generator, dtype=torch.float64)
-
-    def weight(n_in, n_out):  # scaled as nn.Linear initialises, so the softmax is not saturated
-        return draw(n_in, n_out) / math.sqrt(n_in)
+    draw, weight = _random_inputs(42)
 
     cases = []
     for n_queries, batch, image_len, dim, d_attn, label in (
@@ -283,14 +286,10 @@ _CHOICE_KEY = {  # scenario -> the choices accepted, and what to think about whe
 
 
 def _choice_feedback(got) -> str | None:
-    if not isinstance(got, dict):
-        return f"expected a dict from scenario to one of {FUSION_CHOICES}, got {type(got).__name__}"
-    missing = sorted(set(_CHOICE_KEY) - set(got))
-    if missing:
-        return f"these scenarios are missing from your dict: {missing} (keys as spelled in the stub)"
-    extra = sorted(str(key) for key in set(got) - set(_CHOICE_KEY))
-    if extra:
-        return f"your dict has keys that are not among the four scenarios: {extra}; remove them"
+    problem = dict_answer_problem(got, list(_CHOICE_KEY), f"scenario to one of {FUSION_CHOICES}",
+                                  "scenarios", "the four scenarios")
+    if problem:
+        return problem
     wrong = []
     for scenario, (accepted, question) in _CHOICE_KEY.items():
         given = str(got[scenario]).strip().lower().replace("-", "_").replace(" ", "_")

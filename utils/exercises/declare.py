@@ -416,6 +416,21 @@ def _quiet():
         yield
 
 
+def dict_answer_problem(got: Any, keys: Sequence[str], maps: str, noun: str, among: str) -> str | None:
+    """The first problem with the shape of a quiz answer that must be a dict with exactly `keys`, or
+    None. `maps` says what it maps ("model name to (fusion, objective)"), `noun` what the keys are
+    ("models"), `among` the set in words ("the five models")."""
+    if not isinstance(got, Mapping):
+        return f"expected a dict from {maps}, got {type(got).__name__}"
+    missing = sorted(set(keys) - set(got))
+    if missing:
+        return f"these {noun} are missing from your dict: {missing} (keys must be spelled as in the stub)"
+    extra = sorted(str(key) for key in set(got) - set(keys))
+    if extra:
+        return f"your dict has entries that are not among {among}: {extra}; remove them"
+    return None
+
+
 def callable_expected(expected: Any) -> bool:
     """Whether a case's `expected` is a property check (a function) rather than a value."""
     return callable(expected) and not isinstance(expected, (torch.Tensor, np.ndarray, type, torch.nn.Module))
