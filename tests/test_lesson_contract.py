@@ -78,21 +78,92 @@ def check_training_recipe(namespace: dict, package) -> None:
         assert torch.equal(ours, theirs), f"after {steps} steps the weights {name} differ"
 
 
+def check_vlm_encode(lesson, package) -> None:
+    prompts, answers = ["what colour is the circle?", "describe the image"], ["red", "a small red circle"]
+    for length, image in ((None, True), (20, True), (None, False)):
+        for ours, theirs in zip(lesson(prompts, answers, length, image), package(prompts, answers, length, image),
+                                strict=True):
+            assert torch.equal(ours, theirs)
+
+
+def check_image_features(lesson, package) -> None:
+    from utils import tiny_clip
+
+    torch.manual_seed(0)
+    encoder = tiny_clip.ImageEncoder().eval()
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    for grid in (1, 2, 4):
+        assert torch.equal(lesson(encoder, images, grid), package(encoder, images, grid))
+
+
+def _vlm_inputs():
+    from utils import tiny_vlm
+
+    generator = torch.Generator().manual_seed(3)
+    tokens, labels = tiny_vlm.encode(["what colour is the circle?", "how many objects are there?"], ["red", "2"])
+    return torch.randn(2, 16, 64, generator=generator), tokens, labels
+
+
+def check_same_module(lesson, package) -> None:
+    """Built under the same seed, the two classes hold the same weights and compute the same outputs."""
+    torch.manual_seed(0)
+    ours = lesson() if lesson.__name__ != "DecoderBlock" else lesson(64, 4)
+    torch.manual_seed(0)
+    theirs = package() if package.__name__ != "DecoderBlock" else package(64, 4)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    features, tokens, _ = _vlm_inputs()
+    arguments = (features, tokens) if package.__name__ == "TinyVLM" else (torch.randn(2, 7, 64),)
+    assert torch.equal(ours.eval()(*arguments), theirs.eval()(*arguments))
+
+
+def check_vlm_losses(namespace: dict, package) -> None:
+    """next_token_loss, text_loss, splice (same place in every row) and vlm_loss on the same inputs."""
+    from utils import tiny_vlm
+
+    torch.manual_seed(0)
+    model = tiny_vlm.build_tiny_vlm().eval()
+    features, tokens, labels = _vlm_inputs()
+    assert torch.equal(namespace["vlm_loss"](model, features, tokens, labels),
+                       tiny_vlm.vlm_loss(model, features, tokens, labels))
+    logits = torch.randn(2, tokens.shape[1], len(tiny_vlm.VOCAB))
+    assert torch.equal(namespace["next_token_loss"](logits, labels), tiny_vlm.next_token_loss(logits, labels))
+    text = tokens.clone()
+    text[text == tiny_vlm.IMAGE] = tiny_vlm.TOKEN_ID["the"]
+    assert torch.equal(namespace["text_loss"](model.lm, text, labels), tiny_vlm.text_loss(model.lm, text, labels))
+    embedded = torch.randn(2, tokens.shape[1], 5)
+    image = torch.randn(2, 16, 5)
+    assert torch.equal(namespace["splice"](embedded, image, tokens), tiny_vlm.splice(embedded, image, tokens))
+
+
 # (lesson, lesson name, package object, check); a check that takes the namespace gets all of it.
 CONTRACT = [
     ("01_foundations", "recall_at", "utils.retrieval.recall_at", check_recall_at),
     ("03_contrastive", "clip_loss", "utils.tiny_clip.clip_loss", check_clip_loss),
     ("03_contrastive", "train_clip", "utils.tiny_clip.train", check_training_recipe),
+    ("05_vlm", "encode", "utils.tiny_vlm.encode", check_vlm_encode),
+    ("05_vlm", "grid_features", "utils.tiny_vlm.grid_features", check_image_features),
+    ("05_vlm", "DecoderBlock", "utils.tiny_vlm.DecoderBlock", check_same_module),
+    ("05_vlm", "TinyLM", "utils.tiny_vlm.TinyLM", check_same_module),
+    ("05_vlm", "TinyVLM", "utils.tiny_vlm.TinyVLM", check_same_module),
+    ("05_vlm", "vlm_loss", "utils.tiny_vlm.vlm_loss", check_vlm_losses),
+    ("05_vlm", "next_token_loss", "utils.tiny_vlm.next_token_loss", check_vlm_losses),
+    ("05_vlm", "text_loss", "utils.tiny_vlm.text_loss", check_vlm_losses),
+    ("05_vlm", "splice", "utils.tiny_vlm.splice", check_vlm_losses),
 ]
+
+NAMESPACE_CHECKS = (check_training_recipe, check_vlm_losses)
 
 
 @pytest.mark.parametrize(("lesson", "name", "dotted", "check"), CONTRACT,
                          ids=[f"{lesson}:{name}" for lesson, name, _, _ in CONTRACT])
 def test_lesson_and_package_agree(lesson, name, dotted, check):
-    extra = ("softmax_loss",) if check is check_training_recipe else ()
+    extra = {check_training_recipe: ("softmax_loss",),
+             check_vlm_losses: ("vlm_loss", "next_token_loss", "text_loss", "splice")}.get(check, ())
     namespace = lesson_definitions(lesson, name, *extra)
     package = package_object(dotted)
-    if check is check_training_recipe:
+    if check in NAMESPACE_CHECKS:
         check(namespace, package)
     else:
         check(namespace[name], package)

@@ -18,6 +18,7 @@ CHAPTERS: dict[int, str] = {
     2: "ch02",
     3: "ch03",
     4: "ch04",
+    5: "ch05",
 }
 
 
