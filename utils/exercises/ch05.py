@@ -171,6 +171,13 @@ def _labels_everything_after_sep(tokens, sep_id, eos_id, ignore):
     return labels
 
 
+def _labels_pre_shifted(tokens, sep_id, eos_id, ignore):
+    labels = _labels_reference(tokens, sep_id, eos_id, ignore)
+    shifted = torch.full_like(labels, ignore)
+    shifted[:, :-1] = labels[:, 1:]
+    return shifted
+
+
 def _labels_scored_padding(tokens, sep_id, eos_id, ignore):
     labels = _labels_reference(tokens, sep_id, eos_id, ignore)
     return torch.where(tokens == PAD_ID, tokens, labels)
@@ -200,6 +207,9 @@ answer_labels = Exercise(
                 "not the model's: only the spans from <sep> to <eos> are answers.",
                 _labels_everything_after_sep),
         Mistake("scored the padding", "Padding is not text: give it `ignore`.", _labels_scored_padding),
+        Mistake("shifted the labels by one", "Keep each label at its own token's position: the loss "
+                "shifts (position t's logits against the label at t + 1), so labels must not be "
+                "shifted in advance.", _labels_pre_shifted),
     ],
 )
 
@@ -361,6 +371,21 @@ def _decode_corner(text, image_size, bins):
     return tuple(int(c) * image_size / bins for c in found.groups())
 
 
+def _decode_split_on_spaces(text, image_size, bins):
+    parts = text.strip().split(" ")
+    if len(parts) != 6 or parts[0] != "<box>" or parts[-1] != "</box>":
+        return None
+    cells = []
+    for part in parts[1:5]:
+        found = re.fullmatch(r"<loc(\d+)>", part)
+        if found is None:
+            return None
+        cells.append(int(found.group(1)))
+    if max(cells) >= bins:
+        return None
+    return tuple((c + 0.5) * image_size / bins for c in cells)
+
+
 def _decode_trusting(text, image_size, bins):
     cells = [int(c) for c in re.findall(r"<loc(\d+)>", text)]
     if not cells:
@@ -388,6 +413,8 @@ box_decode = Exercise(
         Mistake("trusted malformed text", "Return None unless the text is exactly one <box> with four "
                 "valid <loc> tokens and </box>: a generated answer can be truncated or invalid.",
                 _decode_trusting),
+        Mistake("split on single spaces", "Tokens may be separated by any number of spaces, or none: "
+                "match the pattern, do not split the text on ' '.", _decode_split_on_spaces),
     ],
 )
 
