@@ -83,6 +83,23 @@ def decode_box(text, image_size, bins):
     return tuple((c + 0.5) * image_size / bins for c in cells)
 
 
+def verdict(first, second, chance):
+    if not any(min(arm) > chance for arm in (first, second)):
+        return "chance"
+    if min(first) > max(second):
+        return "first"
+    if min(second) > max(first):
+        return "second"
+    return "tie"
+
+
+def _verdict_sorted(first, second, chance):
+    first, second = sorted(first), sorted(second)
+    if first[0] <= chance and second[0] <= chance:
+        return "chance"
+    return "first" if first[0] > second[-1] else "second" if second[0] > first[-1] else "tie"
+
+
 WRONG = {
     "5.1": [
         (lambda t, i, k, image_id: torch.cat([i, t], dim=1), "expected"),  # the placeholder kept, image first
@@ -111,6 +128,11 @@ WRONG = {
         (lambda t, s, n: decode_box(t, s, n) or (0.0, 0.0, 0.0, 0.0), "None"),
         (lambda t, s, n: decode_box(t, s, n) and tuple(v / s for v in decode_box(t, s, n)), "expected"),
     ],
+    "5.6": [
+        (lambda f, s, c: verdict(f, s, c).upper(), "expected"),
+        (lambda f, s, c: ["first", "second", "tie", "chance"].index(verdict(f, s, c)), "str"),
+        (lambda f, s, c: "first" if sum(f) > sum(s) else "second", "expected"),
+    ],
 }
 
 CORRECT = {
@@ -120,4 +142,5 @@ CORRECT = {
     "5.4": [encode_box, lambda b, s, n: "<box> " + " ".join(
         f"<loc{int(min(n - 1, max(0, v * n // s)))}>" for v in b) + " </box>"],
     "5.5": [decode_box],
+    "5.6": [verdict, _verdict_sorted],
 }

@@ -137,6 +137,18 @@ def check_vlm_losses(namespace: dict, package) -> None:
     assert torch.equal(namespace["splice"](embedded, image, tokens), tiny_vlm.splice(embedded, image, tokens))
 
 
+def check_text_batches(lesson, package) -> None:
+    """The same generator draws the same expanded texts and labels."""
+    from utils import tiny_vlm
+
+    tokens, labels = tiny_vlm.Corpus(tiny_vlm.scenes(20, seed=4), seed=4).text_only()
+    ours, theirs = lesson(tokens, labels, batch_size=6), package(tokens, labels, batch_size=6)
+    first, second = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    for _ in range(5):
+        for a, b in zip(ours(first), theirs(second), strict=True):
+            assert torch.equal(a, b)
+
+
 # (lesson, lesson name, package object, check); a check that takes the namespace gets all of it.
 CONTRACT = [
     ("01_foundations", "recall_at", "utils.retrieval.recall_at", check_recall_at),
@@ -151,6 +163,7 @@ CONTRACT = [
     ("05_vlm", "next_token_loss", "utils.tiny_vlm.next_token_loss", check_vlm_losses),
     ("05_vlm", "text_loss", "utils.tiny_vlm.text_loss", check_vlm_losses),
     ("05_vlm", "splice", "utils.tiny_vlm.splice", check_vlm_losses),
+    ("05_vlm", "text_batches", "utils.tiny_vlm.text_batches", check_text_batches),
 ]
 
 NAMESPACE_CHECKS = (check_training_recipe, check_vlm_losses)

@@ -140,3 +140,39 @@ def test_listed_in_the_zoo():
     resolved = zoo._entry("tiny_vlm")
     assert isinstance(entry.build, str)
     assert resolved.build is tiny_vlm.build_tiny_vlm and resolved.train is tiny_vlm.train
+
+
+def test_text_batches_put_the_text_where_the_vlm_will_and_score_no_placeholder(corpus):
+    tokens, labels = corpus.text_only()
+    assert bool(((tokens == tiny_vlm.IMAGE).sum(1) == 1).all())
+    assert bool((labels[tokens == tiny_vlm.IMAGE] == tiny_vlm.IGNORE).all())
+    draw = tiny_vlm.text_batches(tokens, labels, batch_size=8, max_image_tokens=16)
+    generator = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        batch_tokens, batch_labels = draw(generator)
+        k = int((batch_tokens[0] == tiny_vlm.IMAGE).sum())
+        seen.add(k)
+        assert batch_tokens.shape[1] == tokens.shape[1] - 1 + k
+        assert bool(((batch_tokens == tiny_vlm.IMAGE).sum(1) == k).all())  # one k per batch
+        assert bool((batch_tokens[:, 1 : 1 + k] == tiny_vlm.IMAGE).all())
+        assert bool((batch_labels[batch_tokens == tiny_vlm.IMAGE] == tiny_vlm.IGNORE).all())
+        scored = batch_labels != tiny_vlm.IGNORE
+        assert torch.equal(batch_labels[scored], batch_tokens[scored])
+    assert min(seen) >= 1 and max(seen) <= 16 and len(seen) > 8
+
+
+def test_build_is_seeded_and_first_token_logits_agree_with_answers(corpus):
+    torch.manual_seed(123)
+    one = tiny_vlm.build_tiny_vlm()
+    torch.manual_seed(456)
+    two = tiny_vlm.build_tiny_vlm()
+    for a, b in zip(one.state_dict().values(), two.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    features = torch.randn(len(corpus.batch), 16, 64)
+    questions = [qa["question"] for qa in corpus.questions[:30]]
+    image_of = torch.tensor([qa["image_index"] for qa in corpus.questions[:30]])
+    logits = tiny_vlm.first_token_logits(one, features, questions, image_of, batch_size=7)
+    assert logits.shape == (30, len(tiny_vlm.VOCAB)) and one.training
+    said = tiny_vlm.first_token_answers(one, features, questions, image_of)
+    assert said == [tiny_vlm.VOCAB[i] for i in logits.argmax(-1).tolist()]

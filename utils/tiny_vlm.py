@@ -16,9 +16,10 @@ Words are tokens. The Shapes world speaks a small closed language, so the tokeni
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -291,58 +292,66 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 # Answering
 
 
-@torch.no_grad()
+@contextlib.contextmanager
+def _evaluating(model: nn.Module) -> Iterator[torch.device]:
+    """Eval mode and no gradients inside; the model's training flag restored after. Yields its device."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield runtime.device_of(model)
+    finally:
+        model.train(was_training)
+
+
 def generate(model: TinyVLM, features: torch.Tensor, prompts: Sequence[str], max_new: int = 20,
              batch_size: int = 1000) -> list[str]:
     """Greedy answers to `prompts` (one per image's features), decoded to text."""
-    device = runtime.device_of(model)
-    was_training = model.training
-    model.eval()
     answers: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        part = list(prompts[start : start + batch_size])
-        tokens, _ = encode(part, [""] * len(part))
-        seq = tokens[:, :-1].to(device)  # up to <sep> (drop the empty answer's <eos>)
-        lengths = (tokens != PAD).sum(1) - 1  # where each prompt ends
-        if bool((lengths != lengths[0]).any()):  # ragged prompts: one at a time keeps it simple
-            answers += [generate(model, features[start + i : start + i + 1], [p], max_new)[0]
-                        for i, p in enumerate(part)]
-            continue
-        feats = features[start : start + batch_size].to(device)
-        for _ in range(max_new):
-            next_ids = model(feats, seq)[:, -1].argmax(-1, keepdim=True)  # [b, 1]
-            seq = torch.cat([seq, next_ids], 1)
-            if bool((seq[:, tokens.shape[1] - 1 :] == EOS).any(1).all()):
-                break
-        answers += [decode(row) for row in seq[:, tokens.shape[1] - 1 :].tolist()]
-    model.train(was_training)
+    with _evaluating(model) as device:
+        for start in range(0, len(prompts), batch_size):
+            part = list(prompts[start : start + batch_size])
+            tokens, _ = encode(part, [""] * len(part))
+            seq = tokens[:, :-1].to(device)  # up to <sep> (drop the empty answer's <eos>)
+            lengths = (tokens != PAD).sum(1) - 1  # where each prompt ends
+            if bool((lengths != lengths[0]).any()):  # ragged prompts: one at a time keeps it simple
+                answers += [generate(model, features[start + i : start + i + 1], [p], max_new)[0]
+                            for i, p in enumerate(part)]
+                continue
+            feats = features[start : start + batch_size].to(device)
+            for _ in range(max_new):
+                next_ids = model(feats, seq)[:, -1].argmax(-1, keepdim=True)  # [b, 1]
+                seq = torch.cat([seq, next_ids], 1)
+                if bool((seq[:, tokens.shape[1] - 1 :] == EOS).any(1).all()):
+                    break
+            answers += [decode(row) for row in seq[:, tokens.shape[1] - 1 :].tolist()]
     return answers
 
 
-@torch.no_grad()
-def first_token_answers(model: TinyVLM, features: torch.Tensor, questions: Sequence[str],
-                        image_of: torch.Tensor | None = None, batch_size: int = 2000) -> list[str]:
-    """The most likely first answer token to each question (one-word answers), decoded.
+def first_token_logits(model: TinyVLM, features: torch.Tensor, questions: Sequence[str],
+                       image_of: torch.Tensor | None = None, batch_size: int = 2000) -> torch.Tensor:
+    """Logits [N, V] of the first answer token to each question, read at each row's own <sep>.
 
-    Questions of different lengths go in one batch: each row's answer is read at its own <sep>.
     `image_of` [N] picks each question's row of `features` (default: row i for question i).
     """
-    device = runtime.device_of(model)
     image_of = torch.arange(len(questions)) if image_of is None else image_of
-    was_training = model.training
-    model.eval()
-    out: list[str] = []
-    for start in range(0, len(questions), batch_size):
-        part = list(questions[start : start + batch_size])
-        tokens, _ = encode(part, [""] * len(part))
-        tokens = tokens.to(device)
-        feats = features[image_of[start : start + batch_size]].to(device)
-        logits = model(feats, tokens)  # [b, L - 1 + K, V]
-        at_sep = (tokens == SEP).long().argmax(1) + feats.shape[1] - 1  # <sep> after the splice
-        best = logits[torch.arange(len(part), device=device), at_sep].argmax(-1)
-        out += [VOCAB[i] for i in best.tolist()]
-    model.train(was_training)
-    return out
+    rows = []
+    with _evaluating(model) as device:
+        for start in range(0, len(questions), batch_size):
+            part = list(questions[start : start + batch_size])
+            tokens = encode(part, [""] * len(part))[0].to(device)
+            feats = features[image_of[start : start + batch_size]].to(device)
+            logits = model(feats, tokens)  # [b, L - 1 + K, V]
+            at_sep = (tokens == SEP).long().argmax(1) + feats.shape[1] - 1  # <sep> after the splice
+            rows.append(logits[torch.arange(len(part), device=device), at_sep])
+    return torch.cat(rows)
+
+
+def first_token_answers(model: TinyVLM, features: torch.Tensor, questions: Sequence[str],
+                        image_of: torch.Tensor | None = None, batch_size: int = 2000) -> list[str]:
+    """The most likely first answer token to each question (one-word answers), decoded."""
+    best = first_token_logits(model, features, questions, image_of, batch_size).argmax(-1)
+    return [VOCAB[i] for i in best.tolist()]
 
 
 def answer(model: TinyVLM, images: torch.Tensor, questions: Sequence[str], max_new: int = 20) -> list[str]:
@@ -388,10 +397,28 @@ class Corpus:
         self.question_image = torch.tensor([qa["image_index"] for qa in self.questions])
 
     def text_only(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every caption and question/answer as plain text (no <image>), every token scored."""
+        """Every caption and question/answer in the chat template, every word scored (not `<image>`)."""
         tokens = torch.cat([self.caption_tokens, self.question_tokens])
-        tokens = torch.cat([tokens[:, :1], tokens[:, 2:], torch.full_like(tokens[:, :1], PAD)], 1)
-        return tokens, tokens.masked_fill(tokens == PAD, IGNORE)
+        return tokens, tokens.masked_fill((tokens == PAD) | (tokens == IMAGE), IGNORE)
+
+
+def expand_image(tokens: torch.Tensor, count: int) -> torch.Tensor:
+    """Token ids [B, L] -> [B, L - 1 + count]: each row's <image> repeated `count` times (the splice
+    on ids; SmolVLM's processor expands its image placeholder the same way)."""
+    return splice(tokens, torch.full((len(tokens), count), IMAGE, device=tokens.device), tokens)
+
+
+def text_batches(tokens: torch.Tensor, labels: torch.Tensor, batch_size: int = BATCH_SIZE,
+                 max_image_tokens: int = 16) -> Callable:
+    """draw(generator) -> (tokens, labels) of `batch_size` random texts with their <image> placeholder
+    expanded to k copies, k drawn per batch from 1..max_image_tokens: the language model reads its text
+    at every position a VLM with up to that many image tokens will put it."""
+    def draw(generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        i = torch.randint(len(tokens), (batch_size,), generator=generator).to(tokens.device)
+        k = int(torch.randint(1, max_image_tokens + 1, (), generator=generator))
+        blank = torch.full((batch_size, k), IGNORE, device=tokens.device)
+        return expand_image(tokens[i], k), splice(labels[i], blank, tokens[i])
+    return draw
 
 
 def train_steps(model: nn.Module, parameters: Sequence[nn.Parameter],
@@ -473,13 +500,8 @@ def train(model: TinyVLM, seed: int = 0) -> dict:
     tokens, labels = (t.to(device) for t in corpus.text_only())
     for name in ("caption_tokens", "caption_labels", "question_tokens", "question_labels", "question_image"):
         setattr(corpus, name, getattr(corpus, name).to(device))
-
-    def text_batch(generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        i = torch.randint(len(tokens), (BATCH_SIZE,), generator=generator).to(device)
-        return tokens[i], labels[i]
-
-    train_steps(model.lm, model.lm.parameters(), text_batch, text_loss, PRETRAIN_STEPS, 3e-3, seed,
-                "language model on text")
+    train_steps(model.lm, model.lm.parameters(), text_batches(tokens, labels), text_loss, PRETRAIN_STEPS,
+                3e-3, seed, "language model on text")
     adapter = [p for name, p in model.named_parameters() if not name.startswith(("lm.", "tower."))]
     model.lm.requires_grad_(False)
     train_steps(model, adapter, caption_batches(corpus, features), vlm_loss, STAGE1_STEPS, 1e-2, seed,
@@ -524,6 +546,10 @@ def evaluate(model: TinyVLM, test: Corpus | None = None, features: torch.Tensor 
     return scores
 
 
-def build_tiny_vlm() -> TinyVLM:
-    """The zoo's untrained TinyVLM (the architecture `train` trains)."""
-    return TinyVLM(TinyLM(), grid=4, mlp=True)
+def build_tiny_vlm(seed: int = 0) -> TinyVLM:
+    """The zoo's untrained TinyVLM (the architecture `train` trains), initialised as chapter 5 does:
+    the language model under `seed`, then the tower and projector under `seed` again."""
+    torch.manual_seed(seed)
+    lm = TinyLM()
+    torch.manual_seed(seed)
+    return TinyVLM(lm, grid=4, mlp=True)

@@ -66,7 +66,7 @@ class Entry:
 BOOK_MODELS: dict[str, Entry] = {
     "tiny_clip": Entry("tiny_clip", "v2", "utils.tiny_clip:TinyCLIP", "utils.tiny_clip:train",
                        expected="about a minute on a CPU"),
-    "tiny_vlm": Entry("tiny_vlm", "v1", "utils.tiny_vlm:build_tiny_vlm", "utils.tiny_vlm:train",
+    "tiny_vlm": Entry("tiny_vlm", "v2", "utils.tiny_vlm:build_tiny_vlm", "utils.tiny_vlm:train",
                       expected="about a minute and a half on a CPU"),
 }
 # Models a reader registers at run time (they take precedence over BOOK_MODELS of the same name).

@@ -419,6 +419,101 @@ box_decode = Exercise(
 )
 
 
+# ---------------------------------------------------------------- 5.6 reading an ablation
+
+
+def _verdict_reference(first, second, chance):
+    if min(first) <= chance and min(second) <= chance:
+        return "chance"
+    if min(first) > max(second):
+        return "first"
+    if min(second) > max(first):
+        return "second"
+    return "tie"
+
+
+def _verdict_cases() -> list[Case]:
+    cases = []
+    for first, second, chance, label in (
+        ([33.3, 36.8, 36.1], [32.9, 36.6, 33.1], 25.0, "section 5.12's same-stage-2 arms: the seeds overlap"),
+        ([46.4, 52.5, 49.0], [33.3, 36.8, 36.1], 25.0, "every seed of the first above every seed of the second"),
+        ([23.3, 27.1, 26.7], [23.8, 27.1, 26.8], 25.0, "'where' in section 5.13: seeds on both sides of chance"),
+        ([60.2, 61.0], [64.9, 66.3], 50.0, "two seeds each, the second arm ahead"),
+        ([70.0, 72.5, 71.0], [68.0, 70.0, 69.5], 33.3, "the ranges touch at 70.0"),
+        ([52.0, 47.0, 58.0], [44.0, 49.0, 46.0], 50.0, "a mean above chance, but one seed below it"),
+        ([30.1, 31.0, 30.4, 29.8], [20.0, 24.0, 22.5, 21.0], 25.0, "one arm above chance, one below"),
+        ([24.0, 20.0, 23.5], [10.0, 12.0, 11.5], 25.0, "both below chance, one far ahead of the other"),
+        ([20.0, 22.0, 28.0], [10.0, 12.0, 11.0], 25.0, "one seed above chance, the mean below it"),
+    ):
+        inputs = (first, second, chance)
+        cases.append(Case(inputs=inputs, expected=_verdict_reference(*inputs), label=label))
+    return cases
+
+
+def _verdict_by_means(first, second, chance):
+    mean_first, mean_second = sum(first) / len(first), sum(second) / len(second)
+    if max(mean_first, mean_second) <= chance:
+        return "chance"
+    return "first" if mean_first > mean_second else "second" if mean_second > mean_first else "tie"
+
+
+def _verdict_without_chance(first, second, chance):
+    return _verdict_reference(first, second, float("-inf"))
+
+
+def _verdict_touching_wins(first, second, chance):
+    if min(first) <= chance and min(second) <= chance:
+        return "chance"
+    if min(first) >= max(second):
+        return "first"
+    if min(second) >= max(first):
+        return "second"
+    return "tie"
+
+
+def _verdict_chance_by_mean(first, second, chance):
+    if sum(first) / len(first) <= chance and sum(second) / len(second) <= chance:
+        return "chance"
+    return _verdict_reference(first, second, float("-inf"))
+
+
+def _verdict_chance_by_best_seed(first, second, chance):
+    if max(first) <= chance and max(second) <= chance:
+        return "chance"
+    return _verdict_reference(first, second, float("-inf"))
+
+
+ablation_verdict = Exercise(
+    key="5.6",
+    title="Reading an ablation: which arm wins, over seeds and above chance",
+    cases=_verdict_cases,
+    hints=[
+        "A difference between two arms counts only if the seeds agree on it, and only if the arms "
+        "are doing better than guessing at all. The chapter's rules: converged or labelled, seeds, "
+        "the chance level of what is ranked.",
+        "An arm is above chance when even its worst seed beats chance: min(scores) > chance. If "
+        "neither arm is, there is nothing to rank. Otherwise one arm wins only when every one of its "
+        "seeds beats every seed of the other: min(winner) > max(loser).",
+        "Return one of the strings 'first', 'second', 'tie' (the ranges overlap or touch) or 'chance' "
+        "(neither arm above chance). [46.4, 52.5, 49.0] against [33.3, 36.8, 36.1] with chance 25.0 "
+        "is 'first'.",
+    ],
+    mistakes=[
+        Mistake("compared the means", "Two means differ almost always; whether the seeds agree is the "
+                "question. Compare the worst seed of one arm with the best seed of the other.",
+                _verdict_by_means),
+        Mistake("ignored chance", "Arms that do not beat guessing are not ranked: return 'chance' when "
+                "neither arm's worst seed is above chance.", _verdict_without_chance),
+        Mistake("called touching ranges a win", "When the worst seed of one arm equals the best seed "
+                "of the other, the seeds do not separate them: that is a 'tie'.", _verdict_touching_wins),
+        Mistake("judged chance by the mean", "A mean above chance can hide a seed at or below it; an "
+                "arm is above chance only when its worst seed is.", _verdict_chance_by_mean),
+        Mistake("judged chance by the best seed", "One lucky seed above chance is not an arm above "
+                "chance: use the worst seed.", _verdict_chance_by_best_seed),
+    ],
+)
+
+
 def progress():
     """This session's results for the chapter's exercises, as a table."""
     return chapter_progress(5)
