@@ -176,3 +176,34 @@ def test_build_is_seeded_and_first_token_logits_agree_with_answers(corpus):
     assert logits.shape == (30, len(tiny_vlm.VOCAB)) and one.training
     said = tiny_vlm.first_token_answers(one, features, questions, image_of)
     assert said == [tiny_vlm.VOCAB[i] for i in logits.argmax(-1).tolist()]
+
+
+def test_grid_features_cover_the_map_and_one_cell_is_clips_own_embedding():
+    torch.manual_seed(0)
+    encoder = tiny_vlm.TinyVLM().tower.eval()
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(tiny_vlm.grid_features(encoder, images, grid=1)[:, 0], encoder(images), atol=1e-5)
+        for grid in (1, 2, 4):
+            assert tiny_vlm.grid_features(encoder, images, grid).shape == (3, grid * grid, 64)
+    # every 4x4 patch of the image moves some token, for every grid
+    base = torch.rand(1, 3, 32, 32)
+    changed = base.repeat(64, 1, 1, 1)
+    for patch in range(64):
+        row, col = 4 * (patch // 8), 4 * (patch % 8)
+        changed[patch, :, row : row + 4, col : col + 4] = 1.0 - changed[patch, :, row : row + 4, col : col + 4]
+    for grid in (1, 2, 4):
+        before = tiny_vlm.grid_features(encoder, base, grid)
+        after = tiny_vlm.grid_features(encoder, changed, grid)
+        moved = (after - before).abs().flatten(1).max(1).values > 1e-6
+        assert bool(moved.all()), f"grid {grid}: patches {(~moved).nonzero().flatten().tolist()} move no token"
+
+
+def test_evaluate_leaves_out_what_it_is_told_to(corpus):
+    torch.manual_seed(0)
+    model = tiny_vlm.build_tiny_vlm()
+    features = torch.randn(len(corpus.batch), 16, 64)
+    scores = tiny_vlm.evaluate(model, corpus, features, boxes=False, captions=False)
+    assert set(scores) == {f"vqa_{kind}" for kind in (*tiny_vlm.KINDS, "all")}
+    scores = tiny_vlm.evaluate(model, corpus, features)
+    assert {"caption_exact_match", "box_mean_iou", "box_iou_above_half"} <= set(scores)

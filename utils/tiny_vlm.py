@@ -162,9 +162,11 @@ def grid_features(image_encoder: tiny_clip.ImageEncoder, images: torch.Tensor, g
     maps = image_encoder.body(images)  # [N, 32, 8, 8]
     size = maps.shape[-1]
     stride = size // grid
-    kernel = stride + 1 if stride > 1 else 1
-    pooled = torch.cat([F.max_pool2d(maps, kernel, stride, kernel // 2),
-                        F.avg_pool2d(maps, kernel, stride, kernel // 2, count_include_pad=False)], 1)
+    # windows one cell wider than the stride, padded by one: they overlap at the seams and cover the
+    # whole map (a 1x1 grid pools all of it, exactly as CLIP does)
+    kernel, padding = (stride + 1, 1) if stride > 1 else (1, 0)
+    pooled = torch.cat([F.max_pool2d(maps, kernel, stride, padding),
+                        F.avg_pool2d(maps, kernel, stride, padding, count_include_pad=False)], 1)
     pooled = pooled[..., :grid, :grid]  # [N, 64, grid, grid]
     return image_encoder.project(pooled.flatten(2).transpose(1, 2))  # [N, grid * grid, 64]
 
@@ -306,7 +308,11 @@ def _evaluating(model: nn.Module) -> Iterator[torch.device]:
 
 def generate(model: TinyVLM, features: torch.Tensor, prompts: Sequence[str], max_new: int = 20,
              batch_size: int = 1000) -> list[str]:
-    """Greedy answers to `prompts` (one per image's features), decoded to text."""
+    """Greedy answers to `prompts` (one per image's features), decoded to text.
+
+    Prompts of one length run as a batch; a batch of prompts of different lengths falls back to one
+    prompt at a time (correct, but slow: group prompts by length for speed). No KV cache: each new
+    token reruns the whole sequence, which is cheap at these lengths."""
     answers: list[str] = []
     with _evaluating(model) as device:
         for start in range(0, len(prompts), batch_size):
@@ -332,7 +338,9 @@ def first_token_logits(model: TinyVLM, features: torch.Tensor, questions: Sequen
                        image_of: torch.Tensor | None = None, batch_size: int = 2000) -> torch.Tensor:
     """Logits [N, V] of the first answer token to each question, read at each row's own <sep>.
 
-    `image_of` [N] picks each question's row of `features` (default: row i for question i).
+    `image_of` [N] picks each question's row of `features` (default: row i for question i). Assumes
+    the chat template of `encode`, where <image> comes before <sep> (the K image tokens shift <sep>
+    by K - 1); a template with the image after the question would need a different offset.
     """
     image_of = torch.arange(len(questions)) if image_of is None else image_of
     rows = []
@@ -520,9 +528,9 @@ def test_set(seed: int = TEST_SEED, n: int = TEST_IMAGES, split: str = "train") 
 
 @torch.no_grad()
 def evaluate(model: TinyVLM, test: Corpus | None = None, features: torch.Tensor | None = None,
-             boxes: bool = True) -> dict:
-    """VQA accuracy per kind (%), caption exact match (%), and grounding (mean IoU, % with IoU > 0.5;
-    left out when boxes=False)."""
+             boxes: bool = True, captions: bool = True) -> dict:
+    """VQA accuracy per kind (%), caption exact match (%; left out when captions=False), and grounding
+    (mean IoU, % with IoU > 0.5; left out when boxes=False)."""
     test = test or test_set()
     if features is None:
         features = model.features(test.batch.images.to(runtime.device_of(model)))
@@ -530,10 +538,11 @@ def evaluate(model: TinyVLM, test: Corpus | None = None, features: torch.Tensor 
     image_of = torch.tensor([qa["image_index"] for qa in one_word])
     guesses = first_token_answers(model, features, [qa["question"] for qa in one_word], image_of)
     scores = {f"vqa_{kind}": value for kind, value in score_by_kind(guesses, one_word).items()}
-    captions = generate(model, features, [CAPTION_PROMPT] * len(test.captions))
-    scores["caption_exact_match"] = 100 * sum(
-        said == " ".join(words(truth)) for said, truth in zip(captions, test.captions, strict=True)
-    ) / len(captions)
+    if captions:
+        said = generate(model, features, [CAPTION_PROMPT] * len(test.captions))
+        scores["caption_exact_match"] = 100 * sum(
+            one == " ".join(words(truth)) for one, truth in zip(said, test.captions, strict=True)
+        ) / len(said)
     if not boxes:
         return scores
     boxed = [qa for qa in test.questions if qa["kind"] == "box"]

@@ -83,8 +83,9 @@ splice_image = Exercise(
         "The output has L - 1 + K positions: the placeholder is gone, K image positions came in. A loop "
         "over rows with torch.cat is fine; so is building, for every output position, the index it "
         "takes from the text or from the image.",
-        "Row r of the output starts with text[r, :p] and ends with text[r, p + 1:], where p is row r's "
-        "placeholder; image[r] sits in between. Gradients must flow to both text and image.",
+        "For a row whose placeholder sits at position p, output positions 0 .. p - 1 are the text's, "
+        "p .. p + K - 1 are the image's, and the rest are the text's from p + 1 on; shape [B, L - 1 + K, D]. "
+        "Gradients must flow to both text and image.",
     ],
     mistakes=[
         Mistake("used the first row's position for every row", "The placeholder can sit at a different "
@@ -435,9 +436,9 @@ def _verdict_reference(first, second, chance):
 def _verdict_cases() -> list[Case]:
     cases = []
     for first, second, chance, label in (
-        ([33.3, 36.8, 36.1], [32.9, 36.6, 33.1], 25.0, "section 5.12's same-stage-2 arms: the seeds overlap"),
+        ([33.3, 36.8, 36.1], [32.9, 36.6, 33.1], 25.0, "the seeds of the two arms overlap"),
         ([46.4, 52.5, 49.0], [33.3, 36.8, 36.1], 25.0, "every seed of the first above every seed of the second"),
-        ([23.3, 27.1, 26.7], [23.8, 27.1, 26.8], 25.0, "'where' in section 5.13: seeds on both sides of chance"),
+        ([23.3, 27.1, 26.7], [23.8, 27.1, 26.8], 25.0, "seeds on both sides of chance, in both arms"),
         ([60.2, 61.0], [64.9, 66.3], 50.0, "two seeds each, the second arm ahead"),
         ([70.0, 72.5, 71.0], [68.0, 70.0, 69.5], 33.3, "the ranges touch at 70.0"),
         ([52.0, 47.0, 58.0], [44.0, 49.0, 46.0], 50.0, "a mean above chance, but one seed below it"),
