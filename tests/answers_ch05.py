@@ -84,11 +84,11 @@ def decode_box(text, image_size, bins):
 
 
 def verdict(first, second, chance):
-    if not any(min(arm) > chance for arm in (first, second)):
+    if not any(all(score > chance for score in arm) for arm in (first, second)):
         return "chance"
-    if min(first) > max(second):
+    if all(a > b for a in first for b in second):  # every pair of seeds agrees
         return "first"
-    if min(second) > max(first):
+    if all(b > a for a in first for b in second):
         return "second"
     return "tie"
 

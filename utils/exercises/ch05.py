@@ -436,8 +436,8 @@ def _verdict_reference(first, second, chance):
 def _verdict_cases() -> list[Case]:
     cases = []
     for first, second, chance, label in (
-        ([33.3, 36.8, 36.1], [32.9, 36.6, 33.1], 25.0, "the seeds of the two arms overlap"),
-        ([46.4, 52.5, 49.0], [33.3, 36.8, 36.1], 25.0, "every seed of the first above every seed of the second"),
+        ([41.2, 44.0, 43.1], [40.5, 43.6, 41.0], 25.0, "the seeds of the two arms overlap"),
+        ([55.0, 60.1, 57.2], [44.9, 48.0, 47.5], 25.0, "every seed of the first above every seed of the second"),
         ([23.3, 27.1, 26.7], [23.8, 27.1, 26.8], 25.0, "seeds on both sides of chance, in both arms"),
         ([60.2, 61.0], [64.9, 66.3], 50.0, "two seeds each, the second arm ahead"),
         ([70.0, 72.5, 71.0], [68.0, 70.0, 69.5], 33.3, "the ranges touch at 70.0"),
@@ -496,7 +496,7 @@ ablation_verdict = Exercise(
         "neither arm is, there is nothing to rank. Otherwise one arm wins only when every one of its "
         "seeds beats every seed of the other: min(winner) > max(loser).",
         "Return one of the strings 'first', 'second', 'tie' (the ranges overlap or touch) or 'chance' "
-        "(neither arm above chance). [46.4, 52.5, 49.0] against [33.3, 36.8, 36.1] with chance 25.0 "
+        "(neither arm above chance). [55.0, 60.1, 57.2] against [44.9, 48.0, 47.5] with chance 25.0 "
         "is 'first'.",
     ],
     mistakes=[
