@@ -424,8 +424,7 @@ def text_batches(tokens: torch.Tensor, labels: torch.Tensor, batch_size: int = B
     def draw(generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         i = torch.randint(len(tokens), (batch_size,), generator=generator).to(tokens.device)
         k = int(torch.randint(1, max_image_tokens + 1, (), generator=generator))
-        blank = torch.full((batch_size, k), IGNORE, device=tokens.device)
-        return expand_image(tokens[i], k), splice(labels[i], blank, tokens[i])
+        return expand_image(tokens[i], k), label_positions(labels[i], tokens[i], k)
     return draw
 
 
