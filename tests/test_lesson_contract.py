@@ -96,6 +96,53 @@ def check_image_features(lesson, package) -> None:
         assert torch.equal(lesson(encoder, images, grid), package(encoder, images, grid))
 
 
+def check_log_mel(lesson, package) -> None:
+    """Chapter 2's log-mel and utils.speech's: the same numbers on waveforms of several lengths."""
+    # chapter 2 builds its filterbank once, in a lower-case global the contract's prelude leaves out
+    lesson.__globals__.setdefault("filterbank", lesson.__globals__["mel_filters"]())
+    generator = torch.Generator().manual_seed(6)
+    for batch, samples in ((1, 16_000), (3, 4_801), (2, 1_000)):
+        waveforms = 0.3 * torch.randn(batch, samples, generator=generator)
+        ours, theirs = lesson(waveforms), package(waveforms)
+        assert ours.shape == theirs.shape == (batch, 40, 1 + samples // 160)
+        assert torch.allclose(ours, theirs, atol=1e-4, rtol=1e-5)
+
+
+def check_asr_module(lesson, package) -> None:
+    """Built under the same seed, the lesson's and the package's recogniser (or block) are the same."""
+    arguments = (96, 2) if package.__name__ == "ConvBlock" else ()
+    torch.manual_seed(0)
+    ours = lesson(*arguments)
+    torch.manual_seed(0)
+    theirs = package(*arguments)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    shape = (2, 96, 30) if arguments else (2, 40, 61)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(ours.eval()(x), theirs.eval()(x))
+    if not arguments:  # the recogniser, with each row's length: padding masked the same way
+        frames = torch.tensor([61, 37])
+        assert torch.equal(ours(x, frames), theirs(x, frames))
+        assert torch.equal(ours.encode(x, frames), theirs.encode(x, frames))
+
+
+def check_greedy_decode(lesson, package) -> None:
+    generator = torch.Generator().manual_seed(7)
+    for batch, frames in ((1, 5), (4, 40)):
+        log_probs = torch.randn(batch, frames, 28, generator=generator).log_softmax(-1)
+        log_probs[..., 0] += 1.5  # blanks common, as in a trained model
+        lengths = torch.randint(1, frames + 1, (batch,), generator=generator)
+        assert lesson(log_probs, lengths) == package(log_probs, lengths)
+
+
+def check_corpus_wer(lesson, package) -> None:
+    said = ["two red circle", "nine", "zero zero square", "blue"]
+    for heard in (said, ["two red circles", "nine blue green", "zero square", ""],
+                  ["", "", "", ""], ["red two circle", "nine", "square zero zero", "blue blue"]):
+        assert lesson(said, heard) == package(said, heard)
+
+
 def _vlm_inputs():
     from utils import tiny_vlm
 
@@ -152,6 +199,11 @@ def check_text_batches(lesson, package) -> None:
 # (lesson, lesson name, package object, check); a check that takes the namespace gets all of it.
 CONTRACT = [
     ("01_foundations", "recall_at", "utils.retrieval.recall_at", check_recall_at),
+    ("02_encoders", "log_mel", "utils.speech.log_mel", check_log_mel),
+    ("06_audio_video", "ConvBlock", "utils.speech.ConvBlock", check_asr_module),
+    ("06_audio_video", "TinyASR", "utils.speech.TinyASR", check_asr_module),
+    ("06_audio_video", "greedy_decode", "utils.speech.greedy_decode", check_greedy_decode),
+    ("06_audio_video", "corpus_wer", "utils.speech.corpus_wer", check_corpus_wer),
     ("03_contrastive", "clip_loss", "utils.tiny_clip.clip_loss", check_clip_loss),
     ("03_contrastive", "train_clip", "utils.tiny_clip.train", check_training_recipe),
     ("05_vlm", "encode", "utils.tiny_vlm.encode", check_vlm_encode),
@@ -172,7 +224,7 @@ NAMESPACE_CHECKS = (check_training_recipe, check_vlm_losses)
 @pytest.mark.parametrize(("lesson", "name", "dotted", "check"), CONTRACT,
                          ids=[f"{lesson}:{name}" for lesson, name, _, _ in CONTRACT])
 def test_lesson_and_package_agree(lesson, name, dotted, check):
-    extra = {check_training_recipe: ("softmax_loss",),
+    extra = {check_training_recipe: ("softmax_loss",), check_log_mel: ("mel_filters",),
              check_vlm_losses: ("vlm_loss", "next_token_loss", "text_loss", "splice")}.get(check, ())
     namespace = lesson_definitions(lesson, name, *extra)
     package = package_object(dotted)

@@ -68,6 +68,8 @@ BOOK_MODELS: dict[str, Entry] = {
                        expected="about a minute on a CPU"),
     "tiny_vlm": Entry("tiny_vlm", "v2", "utils.tiny_vlm:build_tiny_vlm", "utils.tiny_vlm:train",
                       expected="about a minute and a half on a CPU"),
+    "tiny_asr": Entry("tiny_asr", "v1", "utils.speech:build_tiny_asr", "utils.speech:train_tiny_asr",
+                      expected="about half a minute on a CPU"),
 }
 # Models a reader registers at run time (they take precedence over BOOK_MODELS of the same name).
 REGISTRY: dict[str, Entry] = {}

@@ -19,6 +19,7 @@ CHAPTERS: dict[int, str] = {
     3: "ch03",
     4: "ch04",
     5: "ch05",
+    6: "ch06",
 }
 
 
