@@ -103,6 +103,20 @@ def _stage_expanded(residual, codebook):
     return codes, quantised, residual - quantised
 
 
+def apparent(speed, gap, world):
+    shift = (speed * gap) % world
+    return shift - world if shift > world / 2 else shift
+
+
+def _apparent_round(speed, gap, world):
+    shift = speed * gap
+    k = -((shift - world / 2) // world) - 1 if shift > world / 2 else 0
+    shift += k * world
+    while shift <= -world / 2:
+        shift += world
+    return float(shift)
+
+
 WRONG = {
     "6.1": [
         (lambda r, h: {k: v for k, v in breakdown(r, h).items() if k != "insertions"}, "insertions"),
@@ -119,6 +133,11 @@ WRONG = {
         (lambda t, c, s: clip(t, c, s)[:-1], "expected"),
         (lambda t, c, s: [i + 1 for i in clip(t, c, s)], "expected"),
     ],
+    "6.5": [
+        (lambda s, g, w: -apparent(s, g, w), "expected"),
+        (lambda s, g, w: str(apparent(s, g, w)), "str"),
+        (lambda s, g, w: apparent(s, g, w) / w, "expected"),
+    ],
     "6.4": [
         (lambda r, c: stage(r, c)[:2], "expected"),
         (lambda r, c: (stage(r, c)[0].float(), *stage(r, c)[1:]), "expected"),
@@ -132,4 +151,5 @@ CORRECT = {
     "6.2": [greedy, _greedy_tensor],
     "6.3": [clip, _clip_tensor],
     "6.4": [stage, _stage_expanded],
+    "6.5": [apparent, _apparent_round],
 }

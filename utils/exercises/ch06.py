@@ -388,6 +388,81 @@ rvq_stage = Exercise(
 )
 
 
+# ---------------------------------------------------------------- 6.5 apparent motion between sampled frames
+
+
+def _apparent_reference(speed, gap, world):
+    shift = speed * gap
+    while shift > world / 2:  # step round the wrapping world until the shortest way is left
+        shift -= world
+    while shift <= -world / 2:
+        shift += world
+    return shift
+
+
+def _apparent_cases() -> list[Case]:
+    return [Case(inputs=(speed, gap, world), expected=_apparent_reference(speed, gap, world), label=label)
+            for speed, gap, world, label in (
+                (1.5, 4, 32, "1.5 px a frame, frames 4 apart: 6 px, no wrapping"),
+                (1.5, 16, 32, "1.5 px a frame, frames 16 apart: 24 px looks like 8 px the other way"),
+                (-1.25, 16, 32, "moving left 1.25 px a frame, 16 frames apart"),
+                (1.0, 16, 32, "exactly half the world: +16 (the interval includes +world/2)"),
+                (3.0, 11, 20, "more than one and a half times round a 20-px world"),
+                (0.5, 3, 64, "a slow shape in a larger world"),
+            )]
+
+
+def _apparent_unwrapped(speed, gap, world):
+    return speed * gap
+
+
+def _apparent_positive(speed, gap, world):
+    return (speed * gap) % world
+
+
+def _apparent_wrong_boundary(speed, gap, world):
+    shift = (speed * gap) % world
+    return shift - world if shift >= world / 2 else shift
+
+
+def _apparent_one_wrap(speed, gap, world):
+    shift = speed * gap
+    if shift > world / 2:
+        shift -= world
+    elif shift <= -world / 2:
+        shift += world
+    return shift
+
+
+apparent_motion = Exercise(
+    key="6.5",
+    title="The wagon-wheel effect: apparent motion between sampled frames",
+    cases=_apparent_cases,
+    hints=[
+        "The shape really moves speed * gap pixels between the two frames. In a world of `world` "
+        "pixels that wraps around, a move of d pixels and a move of d - world (or d + world) pixels "
+        "end in the same place, so the two frames cannot tell them apart.",
+        "Of all the moves d + k * world (k any integer) that end in the same place, a viewer sees "
+        "the shortest: bring d into the interval (-world / 2, world / 2] by adding or subtracting "
+        "whole worlds - as many times as it takes.",
+        "The answer is a float in (-world / 2, world / 2]: speed 1.5, gap 16, world 32 gives -8.0 "
+        "(24 px to the right looks like 8 px to the left); exactly half a world stays positive.",
+    ],
+    mistakes=[
+        Mistake("did not wrap", "The world wraps around: a move of more than half the world looks like "
+                "a shorter move the other way. Bring the shift into (-world / 2, world / 2].",
+                _apparent_unwrapped),
+        Mistake("wrapped into [0, world)", "Python's % gives a shift in [0, world), which loses the "
+                "direction: a shift above world / 2 is a move the other way, so subtract a world.",
+                _apparent_positive),
+        Mistake("put half a world on the wrong side", "The interval is (-world / 2, world / 2]: a "
+                "shift of exactly half the world stays +world / 2.", _apparent_wrong_boundary),
+        Mistake("wrapped only once", "A shift can be more than a whole world: keep adding or "
+                "subtracting worlds until it lies in (-world / 2, world / 2].", _apparent_one_wrap),
+    ],
+)
+
+
 def progress():
     """This session's results for the chapter's exercises, as a table."""
     return chapter_progress(6)
