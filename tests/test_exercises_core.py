@@ -504,3 +504,18 @@ def test_a_key_declared_twice_with_another_title_is_an_error():
     make_exercise("99.30")
     with pytest.raises(ValueError, match="declared twice"):
         make_exercise("99.30", title="Something else")
+
+
+def test_a_forbidden_function_of_a_package_that_is_not_installed_is_skipped():
+    """A statement may forbid a library call (jiwer.wer) that a reader's runtime does not have: the
+    check still runs, and the functions it can reach are still refused."""
+    forbidding = make_exercise(forbidden=["no_such_package_xyz.helper", "torch.nn.functional.normalize",
+                                          "torch.no_such_function_xyz"])
+    assert forbidding.check(reference).status != "correct"  # normalize is refused, the check ran
+    assert "without F.normalize" in str(forbidding.check(reference))
+    assert torch.nn.functional.normalize.__name__ == "normalize"  # restored afterwards
+
+    def by_hand(a, b):
+        return (a / a.norm(dim=-1, keepdim=True)) @ (b / b.norm(dim=-1, keepdim=True)).T
+
+    assert forbidding.check(by_hand).status == "correct"

@@ -258,8 +258,12 @@ class Exercise:
         try:
             for dotted in self.forbidden:
                 owner_name, _, name = dotted.rpartition(".")
-                owner = _resolve(owner_name)
-                saved.append((owner, name, getattr(owner, name)))
+                try:
+                    owner = _resolve(owner_name)
+                    original = getattr(owner, name)
+                except (ImportError, AttributeError):
+                    continue  # not installed here (jiwer in Colab): the answer cannot call it anyway
+                saved.append((owner, name, original))
                 setattr(owner, name, _forbidden_call(self.key, dotted))
             yield
         finally:
