@@ -70,6 +70,8 @@ BOOK_MODELS: dict[str, Entry] = {
                       expected="about a minute and a half on a CPU"),
     "tiny_asr": Entry("tiny_asr", "v1", "utils.speech:build_tiny_asr", "utils.speech:train_tiny_asr",
                       expected="about half a minute on a CPU"),
+    "tiny_gen": Entry("tiny_gen", "v1", "utils.generation:build_generator",
+                      "utils.generation:train_generator", expected="about a minute on a CPU"),
 }
 # Models a reader registers at run time (they take precedence over BOOK_MODELS of the same name).
 REGISTRY: dict[str, Entry] = {}
