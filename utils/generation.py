@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils import shapes
+from utils import shapes, tiny_clip
 from utils.training import progress
 
 N_CLASSES = 24  # the (colour, shape) pairs, in shapes.pair_index order
@@ -187,16 +187,22 @@ def ddpm_sample(model: nn.Module, labels: torch.Tensor, alphas_cumprod: torch.Te
     return x
 
 
+def drop_captions(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The labels with each replaced by NULL_CLASS with probability DROP_RATE: how training teaches
+    one network both the conditional and the unconditional model that guidance combines."""
+    dropped = torch.rand(len(labels), generator=generator) < DROP_RATE
+    return torch.where(dropped.to(labels.device), torch.full_like(labels, NULL_CLASS), labels)
+
+
 def ddpm_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
               generator: torch.Generator, alphas_cumprod: torch.Tensor | None = None) -> torch.Tensor:
     """DDPM's simple loss: noise the images to a random step t with q_sample and predict the noise
     (schedule: linear_alphas_cumprod() unless given). Labels are replaced by NULL_CLASS with
-    probability DROP_RATE."""
+    probability DROP_RATE (drop_captions)."""
     if alphas_cumprod is None:
         alphas_cumprod = linear_alphas_cumprod()
     n = len(images)
-    dropped = torch.rand(n, generator=generator) < DROP_RATE
-    labels = torch.where(dropped.to(labels.device), torch.full_like(labels, NULL_CLASS), labels)
+    labels = drop_captions(labels, generator)
     noise = torch.randn(images.shape, generator=generator).to(images.device)
     t = torch.randint(len(alphas_cumprod), (n,), generator=generator).to(images.device)
     return F.mse_loss(model(q_sample(images, t, noise, alphas_cumprod), t, labels), noise)
@@ -207,8 +213,7 @@ def flow_matching_loss(model: nn.Module, images: torch.Tensor, labels: torch.Ten
     """Flow matching on the straight path x_t = (1 - t) noise + t image: the network predicts the
     velocity image - noise. Labels are replaced by NULL_CLASS with probability DROP_RATE."""
     n = len(images)
-    dropped = torch.rand(n, generator=generator) < DROP_RATE
-    labels = torch.where(dropped.to(labels.device), torch.full_like(labels, NULL_CLASS), labels)
+    labels = drop_captions(labels, generator)
     noise = torch.randn(images.shape, generator=generator).to(images.device)
     t = torch.rand(n, generator=generator).to(images.device)
     x_t = (1 - t.view(-1, 1, 1, 1)) * noise + t.view(-1, 1, 1, 1) * images
@@ -291,8 +296,6 @@ def adherence(clip: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> di
     """How often the tiny CLIP's 24-way zero-shot choice is the intended class, for images
     [N, 3, H, W] in [0, 1] (smaller than 32 px: enlarged with nearest neighbours, as chapter 7
     scores them). Returns the accuracy of the pair, of the colour and of the shape."""
-    from utils import tiny_clip
-
     device = next(clip.parameters()).device
     if images.shape[-1] < 32:
         images = F.interpolate(images, size=32, mode="nearest")
