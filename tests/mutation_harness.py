@@ -83,7 +83,7 @@ def well_explained(message: str, property_check: bool = False) -> bool:
     names_case = 'case "' in message
     expected = "expected" in message or property_check
     says_what = (expected and "got" in message) or any(
-        words in message for words in ("raised", "in place", "no gradient reaches"))
+        words in message for words in ("raised", "in place", "no gradient reaches", "sends a gradient"))
     return names_case and says_what
 
 

@@ -145,3 +145,20 @@ def test_zoo_recipe_trains_and_lowers_the_loss(monkeypatch):
     model = gen.build_generator()
     metrics = gen.train_generator(model)
     assert math.isfinite(metrics["final_loss"]) and not model.training
+
+
+def test_the_runs_file_holds_every_part_the_lesson_prints():
+    """utils/data/ch07_runs.json (scripts/ch07_runs.py): three seeds of every table the lesson reads."""
+    import json
+    from importlib import resources
+
+    runs = json.loads(resources.files("utils.data").joinpath("ch07_runs.json").read_text())
+    assert runs["script"] == "scripts/ch07_runs.py"
+    assert set(runs["seeds"]) == {"0", "1", "2"}
+    for run in runs["seeds"].values():
+        assert set(run["guidance"]) == {"0", "1", "3", "7"}
+        assert set(run["samplers"]) == {"DDPM ancestral", "DDIM", "flow matching, Euler"}
+        assert all(0 <= v <= 1 for row in run["samplers"].values() for v in row.values())
+    assert runs["longer"]["steps"] == 2 * gen.TRAIN_STEPS
+    assert set(runs["mix"]) == {"0.25", "0.5", "0.75"}
+    assert all(set(by_seed) == {"0", "1", "2"} for by_seed in runs["mix"].values())

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +203,27 @@ def test_stable_diffusion_two_steps_make_an_image(capfd):
     assert isinstance(image, Image.Image) and image.size == (64, 64) and image.mode == "RGB"
     assert np.array_equal(np.asarray(image), np.asarray(draw())), "same seed, different image"
     assert_quiet(capfd, "the diffusion pipeline")
+
+
+def test_stable_diffusion_scheduler_swap_and_guidance_sweep(capfd):
+    """Chapter 7's real-thing cell: the scheduler swapped by from_config, guidance scales 1 to 15."""
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler
+
+    loaded = load("stable-diffusion", capfd)
+    pipe = loaded.model
+    for scale in (1.0, 7.5, 15.0):
+        image = pipe("a red circle", num_inference_steps=2, guidance_scale=scale,
+                     generator=torch.Generator().manual_seed(0)).images[0]
+        assert image.size == (64, 64)
+    for scheduler_class in (DDIMScheduler, EulerDiscreteScheduler):
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+        assert isinstance(pipe.scheduler, scheduler_class)
+        with warnings.catch_warnings():  # diffusers' Euler calls np.array on a tensor: numpy 2 warns
+            warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+            image = pipe("a red circle", num_inference_steps=2, guidance_scale=7.5,
+                         generator=torch.Generator().manual_seed(0)).images[0]
+        assert isinstance(image, Image.Image) and image.size == (64, 64)
+    assert_quiet(capfd, "the scheduler swap")
 
 
 def test_offline_none_with_hf_hub_offline_takes_the_stand_in_without_touching_the_network(monkeypatch, capfd):

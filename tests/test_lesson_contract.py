@@ -197,6 +197,91 @@ def check_text_batches(lesson, package) -> None:
 
 
 # (lesson, lesson name, package object, check); a check that takes the namespace gets all of it.
+def _generation_inputs():
+    generator = torch.Generator().manual_seed(7)
+    images = torch.rand(6, 3, 16, 16, generator=generator) * 2 - 1
+    return images, torch.tensor([0, 3, 7, 11, 23, 24]), generator
+
+
+def check_generation_function(namespace: dict, package) -> None:
+    """q_sample, timestep_embedding, trailing_timesteps, guided, drop_captions, both losses and the
+    EMA update: the same values on the same inputs (and the same random draws)."""
+    from utils import generation
+
+    images, labels, generator = _generation_inputs()
+    abar = generation.linear_alphas_cumprod()
+    assert torch.equal(namespace["ALPHAS_CUMPROD"], abar)
+    t, noise = torch.tensor([0, 10, 200, 500, 900, 999]), torch.randn(images.shape, generator=generator)
+    assert torch.equal(namespace["q_sample"](images, t, noise, abar), generation.q_sample(images, t, noise, abar))
+    assert torch.equal(namespace["timestep_embedding"](t, 32), generation.timestep_embedding(t, 32))
+    for n in (4, 8, 16, 32):
+        assert namespace["trailing_timesteps"](n) == generation.trailing_timesteps(n)
+    torch.manual_seed(0)
+    model = generation.TinyUNet(width=16, cond_dim=32).eval()
+    for w in (0, 1, 3, 7.5):
+        assert torch.equal(namespace["guided"](model, images, t, labels, w),
+                           generation.guided(model, images, t, labels, w))
+    for name in ("drop_captions",):
+        assert torch.equal(namespace[name](labels, torch.Generator().manual_seed(1)),
+                           getattr(generation, name)(labels, torch.Generator().manual_seed(1)))
+    for name in ("ddpm_loss", "flow_matching_loss"):
+        ours = namespace[name](model, images, labels, torch.Generator().manual_seed(2))
+        theirs = getattr(generation, name)(model, images, labels, torch.Generator().manual_seed(2))
+        assert torch.equal(ours, theirs), name
+    average, other = generation.TinyUNet(width=16, cond_dim=32), generation.TinyUNet(width=16, cond_dim=32)
+    copy_a, copy_b = [generation.TinyUNet(width=16, cond_dim=32) for _ in range(2)]
+    copy_a.load_state_dict(average.state_dict())
+    copy_b.load_state_dict(average.state_dict())
+    namespace["update_ema"](copy_a, other, 40)
+    generation.update_ema(copy_b, other, 40)
+    for a, b in zip(copy_a.state_dict().values(), copy_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def check_generation_module(lesson, package) -> None:
+    """ResBlock and TinyUNet: the same weights under the same seed and the same outputs."""
+    images, labels, _ = _generation_inputs()
+    arguments = (16, 32, 24) if package.__name__ == "ResBlock" else ()
+    torch.manual_seed(0)
+    ours = lesson(*arguments).eval()
+    torch.manual_seed(0)
+    theirs = package(*arguments).eval()
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    if package.__name__ == "ResBlock":
+        x, cond = torch.randn(2, 16, 8, 8), torch.randn(2, 24)
+        assert torch.equal(ours(x, cond), theirs(x, cond))
+    else:
+        t = torch.tensor([0, 100, 400, 700, 900, 999])
+        assert torch.equal(ours(images, t, labels), theirs(images, t, labels))
+
+
+def check_generation_samplers(namespace: dict, package) -> None:
+    """ddpm_sample (both etas) and euler_sample: the same samples from the same small model, and
+    train_denoiser: the same weights and losses after three steps."""
+    from utils import generation
+
+    torch.manual_seed(0)
+    model = generation.TinyUNet(width=16, cond_dim=32).eval()
+    labels, abar = torch.tensor([0, 5, 24]), generation.linear_alphas_cumprod()
+    for eta in (0.0, 1.0):
+        ours = namespace["ddpm_sample"](model, labels, abar, steps=4, w=3, eta=eta, seed=1)
+        assert torch.equal(ours, generation.ddpm_sample(model, labels, abar, steps=4, w=3, eta=eta, seed=1))
+    ours = namespace["euler_sample"](model, labels, steps=4, w=3, seed=1)
+    assert torch.equal(ours, generation.euler_sample(model, labels, steps=4, w=3, seed=1))
+    images, labels, _ = _generation_inputs()
+    results = []
+    for train in (namespace["train_denoiser"], generation.train_denoiser):
+        torch.manual_seed(0)
+        network = generation.TinyUNet(width=16, cond_dim=32)
+        results.append(train(network, generation.flow_matching_loss, images, labels, steps=3, seed=0))
+    (ours_model, ours_losses), (their_model, their_losses) = results
+    assert ours_losses == their_losses
+    for a, b in zip(ours_model.state_dict().values(), their_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
 CONTRACT = [
     ("01_foundations", "recall_at", "utils.retrieval.recall_at", check_recall_at),
     ("02_encoders", "log_mel", "utils.speech.log_mel", check_log_mel),
@@ -216,16 +301,34 @@ CONTRACT = [
     ("05_vlm", "text_loss", "utils.tiny_vlm.text_loss", check_vlm_losses),
     ("05_vlm", "splice", "utils.tiny_vlm.splice", check_vlm_losses),
     ("05_vlm", "text_batches", "utils.tiny_vlm.text_batches", check_text_batches),
+    ("07_generation", "q_sample", "utils.generation.q_sample", check_generation_function),
+    ("07_generation", "timestep_embedding", "utils.generation.timestep_embedding", check_generation_function),
+    ("07_generation", "trailing_timesteps", "utils.generation.trailing_timesteps", check_generation_function),
+    ("07_generation", "guided", "utils.generation.guided", check_generation_function),
+    ("07_generation", "drop_captions", "utils.generation.drop_captions", check_generation_function),
+    ("07_generation", "ddpm_loss", "utils.generation.ddpm_loss", check_generation_function),
+    ("07_generation", "flow_matching_loss", "utils.generation.flow_matching_loss", check_generation_function),
+    ("07_generation", "update_ema", "utils.generation.update_ema", check_generation_function),
+    ("07_generation", "ResBlock", "utils.generation.ResBlock", check_generation_module),
+    ("07_generation", "TinyUNet", "utils.generation.TinyUNet", check_generation_module),
+    ("07_generation", "ddpm_sample", "utils.generation.ddpm_sample", check_generation_samplers),
+    ("07_generation", "euler_sample", "utils.generation.euler_sample", check_generation_samplers),
+    ("07_generation", "train_denoiser", "utils.generation.train_denoiser", check_generation_samplers),
 ]
 
-NAMESPACE_CHECKS = (check_training_recipe, check_vlm_losses)
+GENERATION_FUNCTIONS = ("ALPHAS_CUMPROD", "q_sample", "timestep_embedding", "trailing_timesteps", "guided",
+                        "drop_captions", "ddpm_loss", "flow_matching_loss", "update_ema")
+NAMESPACE_CHECKS = (check_training_recipe, check_vlm_losses, check_generation_function,
+                    check_generation_samplers)
 
 
 @pytest.mark.parametrize(("lesson", "name", "dotted", "check"), CONTRACT,
                          ids=[f"{lesson}:{name}" for lesson, name, _, _ in CONTRACT])
 def test_lesson_and_package_agree(lesson, name, dotted, check):
     extra = {check_training_recipe: ("softmax_loss",), check_log_mel: ("mel_filters",),
-             check_vlm_losses: ("vlm_loss", "next_token_loss", "text_loss", "splice")}.get(check, ())
+             check_vlm_losses: ("vlm_loss", "next_token_loss", "text_loss", "splice"),
+             check_generation_function: GENERATION_FUNCTIONS,
+             check_generation_samplers: ("ddpm_sample", "euler_sample", "train_denoiser")}.get(check, ())
     namespace = lesson_definitions(lesson, name, *extra)
     package = package_object(dotted)
     if check in NAMESPACE_CHECKS:

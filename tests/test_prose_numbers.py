@@ -35,6 +35,10 @@ ALLOWED: dict[str, dict[str, str]] = {
         "4.2%": "chance of the 24-way zero-shot choice, 1/24",
         "5.5": "the smallest logit lead of the worked example above, 8 - 2.5",
     },
+    "07_generation.ipynb": {
+        "0.55": "the adherence target the chapter sets itself (its issue and CURRICULUM.md), not a measurement",
+        "7.5": "diffusers' default guidance_scale for Stable Diffusion, used in the code cell right below",
+    },
     "05_vlm.ipynb": {
         "85.8%": "chapter 3's held-out zero-shot accuracy of seed 0 (its cell 28), the zoo's tiny CLIP",
         "72.1%": "chapter 3's held-out zero-shot accuracy over three seeds (its cell 28)",

@@ -226,12 +226,15 @@ def training_data(n: int | None = None, seed: int = TRAIN_DATA_SEED) -> tuple[to
     return large_objects(TRAIN_IMAGES if n is None else n, seed)
 
 
-def large_objects(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n large-object images of a Shapes draw at 16 px under `seed`, in [-1, 1],
-    with their classes: [n, 3, 16, 16], [n]."""
-    batch = shapes.generate(2 * n + 200, seed=seed, image_size=IMAGE_SIZE)
-    keep = (batch.size[:, 0] == 1).nonzero()[:n, 0]
-    if len(keep) < n:
+def large_objects(n: int, seed: int, image_size: int = IMAGE_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n large-object images of a Shapes draw under `seed`, in [-1, 1], with their
+    classes: [n, 3, image_size, image_size], [n]."""
+    for draw in (2 * n + 200, 3 * n + 400):  # about half the objects are large
+        batch = shapes.generate(draw, seed=seed, image_size=image_size)
+        keep = (batch.size[:, 0] == 1).nonzero()[:n, 0]
+        if len(keep) == n:
+            break
+    else:
         raise RuntimeError(f"only {len(keep)} large objects in a draw of {len(batch.images)}")
     images = batch.images[keep] * 2 - 1
     return images, shapes.pair_index(batch.colour[keep, 0], batch.shape[keep, 0])

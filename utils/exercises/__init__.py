@@ -20,6 +20,7 @@ CHAPTERS: dict[int, str] = {
     4: "ch04",
     5: "ch05",
     6: "ch06",
+    7: "ch07",
 }
 
 

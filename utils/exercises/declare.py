@@ -308,16 +308,28 @@ class Exercise:
             lines = head + [f"  differentiating it raised {error_line(error)}", f"  {advice}"]
             return self._result(INCORRECT, "\n".join(line for line in lines if line))
         for position, expected in expected_grads.items():
-            if expected is None:  # the reference does not depend on this input either
-                continue
             name = names[position] if isinstance(position, int) and position < len(names) else str(position)
             got = got_grads.get(position)
+            if expected is None:  # the reference sends no gradient to this input: neither may the answer
+                if got is not None and bool(got.detach().abs().max() > 0):
+                    lines = head + [
+                        f"  it sends a gradient to the input {name}, and the reference formula sends none:",
+                        f"  nothing of {name} should reach the output through autograd (detach it where it enters).",
+                    ]
+                    mistake = self._gradient_mistake(case, got_grads)
+                    if mistake is not None:
+                        lines.append(f"  This looks like a common mistake: {mistake.name}. {mistake.explanation}")
+                    return self._result(INCORRECT, "\n".join(line for line in lines if line))
+                continue
             if got is None:
                 lines = head + [
                     f"  no gradient reaches the input {name}: your output does not depend on it through "
                     "autograd.",
                     "  A .detach(), .data, .item() or torch.tensor(...) on the way cut the graph.",
                 ]
+                mistake = self._gradient_mistake(case, got_grads)
+                if mistake is not None:
+                    lines.append(f"  This looks like a common mistake: {mistake.name}. {mistake.explanation}")
                 return self._result(INCORRECT, "\n".join(line for line in lines if line))
             atol, rtol = tolerance_for(got_output, self.atol, self.rtol)  # float32 inside: float32 tolerance
             problem = compare_values(expected, got, atol=atol, rtol=rtol)
