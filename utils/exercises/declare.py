@@ -316,10 +316,7 @@ class Exercise:
                         f"  it sends a gradient to the input {name}, and the reference formula sends none:",
                         f"  nothing of {name} should reach the output through autograd (detach it where it enters).",
                     ]
-                    mistake = self._gradient_mistake(case, got_grads)
-                    if mistake is not None:
-                        lines.append(f"  This looks like a common mistake: {mistake.name}. {mistake.explanation}")
-                    return self._result(INCORRECT, "\n".join(line for line in lines if line))
+                    return self._gradient_failure(lines, case, got_grads)
                 continue
             if got is None:
                 lines = head + [
@@ -327,10 +324,7 @@ class Exercise:
                     "autograd.",
                     "  A .detach(), .data, .item() or torch.tensor(...) on the way cut the graph.",
                 ]
-                mistake = self._gradient_mistake(case, got_grads)
-                if mistake is not None:
-                    lines.append(f"  This looks like a common mistake: {mistake.name}. {mistake.explanation}")
-                return self._result(INCORRECT, "\n".join(line for line in lines if line))
+                return self._gradient_failure(lines, case, got_grads)
             atol, rtol = tolerance_for(got_output, self.atol, self.rtol)  # float32 inside: float32 tolerance
             problem = compare_values(expected, got, atol=atol, rtol=rtol)
             if problem:
@@ -339,14 +333,19 @@ class Exercise:
                     f"  its gradient with respect to {name} is not the one autograd gives the reference formula:",
                     labelled("expected", shown_expected), labelled("got", shown_got), indent(problem, "  "),
                 ]
-                mistake = self._gradient_mistake(case, got_grads)
-                if mistake is not None:
-                    lines.append(f"  This looks like a common mistake: {mistake.name}. {mistake.explanation}")
-                else:
-                    lines.append("  The value can be right by luck on these inputs (unit vectors, say) while the "
-                                 "formula is not; or a .detach() or in-place edit changes what flows back.")
-                return self._result(INCORRECT, "\n".join(line for line in lines if line))
+                luck = ("  The value can be right by luck on these inputs (unit vectors, say) while the "
+                        "formula is not; or a .detach() or in-place edit changes what flows back.")
+                return self._gradient_failure(lines, case, got_grads, otherwise=luck)
         return None
+
+    def _gradient_failure(self, lines: list[str], case: Case, got_grads: dict, otherwise: str = "") -> Result:
+        """An incorrect result for a gradient problem, naming the known mistake whose gradients match."""
+        mistake = self._gradient_mistake(case, got_grads)
+        if mistake is not None:
+            lines = lines + [f"  This looks like a common mistake: {mistake.name}. {mistake.explanation}"]
+        elif otherwise:
+            lines = lines + [otherwise]
+        return self._result(INCORRECT, "\n".join(line for line in lines if line))
 
     def _gradient_mistake(self, case: Case, got_grads: dict) -> Mistake | None:
         """The first mistake whose gradients on this case equal the learner's."""
