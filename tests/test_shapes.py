@@ -288,52 +288,71 @@ def test_questions_are_deterministic():
 def test_web_corpus_proportions_and_labels():
     corpus = web_corpus.web_corpus(200, seed=1)
     assert len(corpus) == 200
-    assert corpus.counts() == {"clean": 100, "generic": 30, "wrong": 30, "duplicate": 20, "flagged": 10,
-                               "odd_aspect": 10}
+    assert corpus.counts() == {"clean": 80, "generic": 30, "wrong": 40, "exact_duplicate": 10,
+                               "near_duplicate": 10, "url_duplicate": 6, "flagged": 8, "odd_size": 16}
     for i, kind in enumerate(corpus.kind):
         assert corpus.flagged[i] == (kind == "flagged")
-        assert (corpus.duplicate_of[i] >= 0) == (kind == "duplicate")
+        assert (corpus.duplicate_of[i] >= 0) == (kind in web_corpus.DUPLICATE_KINDS)
         height, width = corpus.images[i].shape[1:]
         assert corpus.aspect[i] == pytest.approx(width / height)
+        assert torch.equal(corpus.images[i], web_corpus.decode(corpus.image_bytes[i]))
         if kind == "clean":
             assert corpus.alt_text[i] == corpus.true_caption[i]
         elif kind == "generic":
             assert corpus.alt_text[i] in web_corpus.GENERIC_ALT_TEXTS
         elif kind == "wrong":
             assert corpus.alt_text[i] != corpus.true_caption[i]
-        elif kind == "odd_aspect":
-            assert max(corpus.aspect[i], 1 / corpus.aspect[i]) >= 2.5
+        elif kind == "odd_size":
+            assert max(corpus.aspect[i], 1 / corpus.aspect[i]) >= 3 or max(height, width) <= 12
         else:
             assert (height, width) == (32, 32)
 
 
-def test_web_duplicates_point_at_near_identical_images():
-    corpus = web_corpus.web_corpus(200, seed=2)
+def test_wrong_alt_text_names_other_objects():
+    corpus = web_corpus.web_corpus(300, seed=4, max_objects=1)
+    for i, kind in enumerate(corpus.kind):
+        if kind == "wrong":
+            colour = shapes.COLOURS[int(corpus.colour[i, 0])]
+            shape = shapes.SHAPES[int(corpus.shape[i, 0])]
+            assert f"{colour} {shape}" not in corpus.alt_text[i], (i, corpus.alt_text[i])
+
+
+def test_web_duplicates_point_at_their_originals():
+    corpus = web_corpus.web_corpus(300, seed=2)
     square = [i for i in range(len(corpus)) if corpus.images[i].shape == (3, 32, 32)]
     for i, original in enumerate(corpus.duplicate_of):
         if original < 0:
             continue
         assert corpus.kind[original] == "clean"
-        gap = float((corpus.images[i] - corpus.images[original]).abs().mean())
-        others = [j for j in square if j not in (i, original)]
-        nearest_other = min(float((corpus.images[i] - corpus.images[j]).abs().mean()) for j in others)
-        assert gap < 0.05 and gap < 0.5 * nearest_other, (i, original, gap, nearest_other)
         assert corpus.true_caption[i] == corpus.true_caption[original]
+        assert torch.equal(corpus.colour[i], corpus.colour[original])
+        same_bytes = corpus.image_bytes[i] == corpus.image_bytes[original]
+        assert same_bytes == (corpus.kind[i] == "exact_duplicate")
+        assert (corpus.url[i] == corpus.url[original]) == (corpus.kind[i] == "url_duplicate")
+        if corpus.kind[i] != "near_duplicate" or same_bytes:
+            gap = float((corpus.images[i] - corpus.images[original]).abs().mean())
+            others = [j for j in square if j not in (i, original)]
+            nearest = min(float((corpus.images[i] - corpus.images[j]).abs().mean()) for j in others)
+            assert gap < 0.05 and gap < nearest, (i, original, gap, nearest)
 
 
 def test_flagged_images_carry_the_checker_mark():
     corpus = web_corpus.web_corpus(100, seed=3)
     for i, flagged in enumerate(corpus.flagged):
         image = corpus.images[i]
+        pure = ((image < 0.01) | (image > 0.99)).all(dim=0).float().mean()
         if flagged:
-            pure = ((image < 0.01) | (image > 0.99)).all(dim=0).float().mean()
             assert pure > 0.05  # an 8x8 black-and-white patch is 6% of a 32x32 image
+        else:
+            assert pure < 0.02
 
 
-def test_web_corpus_is_deterministic():
+def test_web_corpus_is_deterministic_and_bad_bytes_get_a_clear_error():
     a, b = web_corpus.web_corpus(40, seed=5), web_corpus.web_corpus(40, seed=5)
-    assert a.alt_text == b.alt_text and a.kind == b.kind and a.duplicate_of == b.duplicate_of
-    assert all(torch.equal(x, y) for x, y in zip(a.images, b.images, strict=True))
+    assert a.alt_text == b.alt_text and a.kind == b.kind and a.url == b.url
+    assert a.image_bytes == b.image_bytes
+    with pytest.raises(ValueError, match="not an image"):
+        web_corpus.decode(b"<html>404 not found</html>")
 
 
 # ------------------------------------------------------------------------------ motion clips

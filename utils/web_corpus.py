@@ -1,55 +1,70 @@
 """A noisy web-like image-text corpus from the Shapes world (the data chapter).
 
 Real web corpora (LAION, DataComp) mix good pairs with generic or wrong alt text, exact and near
-duplicates, unsafe images and odd sizes. This corpus has each of those faults in known proportions,
-and labels every item with its fault, so that a filtering pipeline's precision and recall can be
-measured exactly (Schuhmann et al., 2022, "LAION-5B"; Gadre et al., 2023, "DataComp").
+duplicates, the same URL crawled twice, unsafe images and odd sizes. This corpus has each of those
+faults in known proportions, and labels every item with its fault, so that a filtering pipeline's
+precision and recall can be measured exactly (Schuhmann et al., 2022, "LAION-5B"; Gadre et al.,
+2023, "DataComp"). Every item is stored as the web stores it: encoded bytes (PNG, or JPEG for
+re-encoded copies) with a URL and an alt text.
 
     >>> from utils import web_corpus
     >>> corpus = web_corpus.web_corpus(200, seed=0)
-    >>> corpus.counts()["duplicate"]
-    20
+    >>> corpus.counts()["wrong"]
+    40
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from utils import shapes
 
 GENERIC_ALT_TEXTS: tuple[str, ...] = (
     "image", "photo.jpg", "click here", "IMG_2041.JPG", "untitled", "picture", "download", "thumbnail",
 )
-WEB_KINDS: tuple[str, ...] = ("clean", "generic", "wrong", "duplicate", "flagged", "odd_aspect")
+WEB_KINDS: tuple[str, ...] = (
+    "clean", "generic", "wrong", "exact_duplicate", "near_duplicate", "url_duplicate", "flagged",
+    "odd_size",
+)
 WEB_PROPORTIONS: dict[str, float] = {
-    "clean": 0.50, "generic": 0.15, "wrong": 0.15, "duplicate": 0.10, "flagged": 0.05, "odd_aspect": 0.05,
+    "clean": 0.40, "generic": 0.15, "wrong": 0.20, "exact_duplicate": 0.05, "near_duplicate": 0.05,
+    "url_duplicate": 0.03, "flagged": 0.04, "odd_size": 0.08,
 }
-# Odd web shapes as (height, width) for a 32-pixel world; scaled with image_size.
-_ODD_ASPECTS: tuple[tuple[int, int], ...] = ((32, 96), (96, 32), (20, 96), (96, 20))
+DUPLICATE_KINDS: tuple[str, ...] = ("exact_duplicate", "near_duplicate", "url_duplicate")
+NEAR_DUPLICATE_EDITS: tuple[str, ...] = ("re-encoded", "resized", "shifted")
+# Odd web sizes as (height, width) for a 32-pixel world, scaled with image_size: banners and
+# towers (aspect ratio 3 or more) and thumbnails (too small to show anything).
+_ODD_SIZES: tuple[tuple[int, int], ...] = ((32, 96), (96, 32), (20, 96), (96, 20), (10, 10), (12, 12))
 
 
 @dataclass
 class WebCorpus:
     """A web-like image-text corpus with the faults real ones have, each item labelled with its fault.
 
-    kind is one of WEB_KINDS: "clean" (alt text = true caption), "generic" ("click here"), "wrong"
-    (another item's caption), "duplicate" (an exact or near copy of item duplicate_of), "flagged" (an
-    unsafe-marked image: a black-and-white checker flag is drawn in a corner) and "odd_aspect" (a banner
-    or a tower, stretched from the scene). Images are a list because their shapes differ.
+    kind is one of WEB_KINDS: "clean" (alt text = a true caption), "generic" ("click here"), "wrong"
+    (another item's caption), "exact_duplicate" (the same bytes as item duplicate_of, another URL),
+    "near_duplicate" (item duplicate_of re-encoded as JPEG, resized or shifted by a pixel or two),
+    "url_duplicate" (item duplicate_of's URL crawled again: the same picture, re-encoded), "flagged"
+    (an unsafe-marked image: a black-and-white checker flag is drawn in a corner; it stands for
+    unsafe content) and "odd_size" (a banner, a tower or a thumbnail). A duplicate copies its
+    original's alt text. Images are a list because their sizes differ.
     """
 
-    images: list[torch.Tensor]  # each float [3, H, W] in [0, 1]
+    image_bytes: list[bytes]  # PNG, or JPEG for re-encoded copies
+    images: list[torch.Tensor]  # the decoded bytes, each float [3, H, W] in [0, 1]
+    url: list[str]
     alt_text: list[str]
     true_caption: list[str]
     kind: list[str]
     duplicate_of: list[int]  # index of the original for duplicates, -1 otherwise
-    flagged: list[bool]
-    aspect: list[float]  # width / height
-    colour: torch.Tensor  # long [N, K] scene labels, as in shapes.ShapesBatch
+    colour: torch.Tensor  # long [N, K] scene labels, as in shapes.ShapesBatch (K = 2, -1 = none)
     shape: torch.Tensor  # long [N, K]
 
     def __len__(self) -> int:
@@ -58,6 +73,42 @@ class WebCorpus:
     def counts(self) -> dict[str, int]:
         """How many items of each kind."""
         return {kind: self.kind.count(kind) for kind in WEB_KINDS}
+
+    @property
+    def flagged(self) -> list[bool]:
+        return [kind == "flagged" for kind in self.kind]
+
+    @property
+    def aspect(self) -> list[float]:
+        """Width / height of every image."""
+        return [image.shape[2] / image.shape[1] for image in self.images]
+
+
+def encode_png(image: torch.Tensor) -> bytes:
+    """A float [3, H, W] image in [0, 1] -> PNG bytes (8 bits per channel)."""
+    return _encode(image, "PNG")
+
+
+def encode_jpeg(image: torch.Tensor, quality: int = 75) -> bytes:
+    """A float [3, H, W] image in [0, 1] -> JPEG bytes at `quality` (lossy: a re-encoded copy)."""
+    return _encode(image, "JPEG", quality=quality)
+
+
+def _encode(image: torch.Tensor, kind: str, **options: int) -> bytes:
+    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=kind, **options)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> torch.Tensor:
+    """Encoded image bytes -> float [3, H, W] in [0, 1]. Raises ValueError on bytes that are not an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError) as error:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"these {len(data)} bytes are not an image PIL can read ({error})") from None
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255
 
 
 def _draw_flag(image: torch.Tensor, corner: int) -> torch.Tensor:
@@ -75,49 +126,78 @@ def _draw_flag(image: torch.Tensor, corner: int) -> torch.Tensor:
     return flagged
 
 
-def web_corpus(n: int, *, seed: int = 0, image_size: int = 32) -> WebCorpus:
-    """A noisy web-like corpus of n Shapes scenes: 50% clean, 15% generic, 15% wrong, 10% duplicate,
-    5% flagged and 5% odd aspect ratio (counts rounded down, the rest clean), shuffled."""
+def _near_copy(image: torch.Tensor, edit: str, rng: np.random.Generator) -> bytes:
+    """The bytes of a near duplicate of `image`: JPEG re-encoded, resized down and up, or shifted."""
+    if edit == "re-encoded":
+        return encode_jpeg(image, quality=int(rng.integers(40, 90)))
+    side = image.shape[-1]
+    if edit == "resized":
+        small = F.interpolate(image[None], size=(3 * side // 4,) * 2, mode="bilinear", align_corners=False)
+        return encode_png(F.interpolate(small, size=(side, side), mode="bilinear", align_corners=False)[0])
+    dy, dx = (int(v) * int(rng.choice([-1, 1])) for v in rng.integers(1, 3, size=2))
+    return encode_png(torch.roll(image, shifts=(dy, dx), dims=(1, 2)))
+
+
+def _url(rng: np.random.Generator, index: int) -> str:
+    site = ("shop", "blog", "cdn", "forum", "news")[int(rng.integers(5))]
+    return f"https://{site}{int(rng.integers(1, 400))}.example/img/{index:06d}.png"
+
+
+def web_corpus(n: int, *, seed: int = 0, image_size: int = 32, max_objects: int = 2) -> WebCorpus:
+    """A noisy web-like corpus of n Shapes scenes (one or two objects, training split: the held-out
+    colour x shape pairs never appear), with the kinds of WEB_PROPORTIONS (counts rounded down, the
+    rest clean), shuffled. Deterministic in `seed`."""
     n = shapes.check_count("n", n)
     image_size = shapes.check_image_size(image_size)
-    scenes = shapes.generate(n, seed=seed, image_size=image_size, min_objects=1, max_objects=2)
+    scenes = shapes.generate(n, seed=seed, image_size=image_size, min_objects=1, max_objects=max_objects,
+                             split="train", caption_style="varied")
     rng = np.random.default_rng([seed, 303])
-    generator = torch.Generator().manual_seed(seed + 303)
     kinds = _web_kinds(n, rng)
-    images = list(scenes.images)
+    data = [encode_png(image) for image in scenes.images]
+    urls = [_url(rng, i) for i in range(n)]
     alt_text = list(scenes.captions)
     true_caption = list(scenes.captions)
     duplicate_of = [-1] * n
-    aspect = [1.0] * n
-    clean = [i for i in range(n) if kinds[i] == "clean"]
-    originals = rng.permutation(clean)
-    duplicates = [i for i in range(n) if kinds[i] == "duplicate"]
+    originals = rng.permutation([i for i in range(n) if kinds[i] == "clean"])
+    duplicates = [i for i in range(n) if kinds[i] in DUPLICATE_KINDS]
     for i, original in zip(duplicates, originals, strict=False):
         original = int(original)
         duplicate_of[i] = original
-        copy = scenes.images[original]
-        if rng.random() < 0.5:  # a near duplicate: re-encoded, slightly brighter or darker
-            shift = float(rng.uniform(-0.03, 0.03))
-            copy = (copy + shift + 0.02 * torch.randn(copy.shape, generator=generator)).clamp(0, 1)
-        images[i] = copy.clone()
+        if kinds[i] == "exact_duplicate":
+            data[i] = data[original]
+        elif kinds[i] == "near_duplicate":
+            edit = NEAR_DUPLICATE_EDITS[int(rng.integers(len(NEAR_DUPLICATE_EDITS)))]
+            data[i] = _near_copy(scenes.images[original], edit, rng)
+        else:  # the same URL crawled again: the server re-encoded the picture
+            data[i] = encode_jpeg(scenes.images[original], quality=int(rng.integers(40, 90)))
+            urls[i] = urls[original]
         alt_text[i] = true_caption[i] = scenes.captions[original]
     for i in range(n):
         if kinds[i] == "generic":
             alt_text[i] = GENERIC_ALT_TEXTS[int(rng.integers(len(GENERIC_ALT_TEXTS)))]
         elif kinds[i] == "wrong":
-            alt_text[i] = _another_caption(i, scenes.captions, rng)
+            alt_text[i] = _another_caption(i, scenes, rng)
         elif kinds[i] == "flagged":
-            images[i] = _draw_flag(images[i], int(rng.integers(4)))
-        elif kinds[i] == "odd_aspect":
-            height, width = (max(8, round(d * image_size / 32)) for d in _ODD_ASPECTS[int(rng.integers(4))])
-            images[i] = F.interpolate(images[i][None], size=(height, width), mode="bilinear",
-                                      align_corners=False)[0].clamp(0, 1)
-            aspect[i] = width / height
+            data[i] = encode_png(_draw_flag(scenes.images[i], int(rng.integers(4))))
+        elif kinds[i] == "odd_size":
+            size = _ODD_SIZES[int(rng.integers(len(_ODD_SIZES)))]
+            height, width = (max(4, round(d * image_size / 32)) for d in size)
+            odd = F.interpolate(scenes.images[i][None], size=(height, width), mode="bilinear",
+                                align_corners=False, antialias=True)[0]
+            data[i] = encode_png(odd)
+    colour, shape = scenes.colour.clone(), scenes.shape.clone()
+    for i, original in enumerate(duplicate_of):
+        if original >= 0:
+            colour[i], shape[i] = scenes.colour[original], scenes.shape[original]
     return WebCorpus(
-        images=images, alt_text=alt_text, true_caption=true_caption, kind=kinds,
-        duplicate_of=duplicate_of, flagged=[k == "flagged" for k in kinds], aspect=aspect,
-        colour=scenes.colour, shape=scenes.shape,
+        image_bytes=data, images=[decode(item) for item in data], url=urls, alt_text=alt_text,
+        true_caption=true_caption, kind=kinds, duplicate_of=duplicate_of, colour=colour, shape=shape,
     )
+
+
+def sha256(data: bytes) -> str:
+    """The hex SHA-256 of some bytes: equal only for identical bytes (the exact-duplicate key)."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def _web_kinds(n: int, rng: np.random.Generator) -> list[str]:
@@ -128,14 +208,14 @@ def _web_kinds(n: int, rng: np.random.Generator) -> list[str]:
     return [kinds[j] for j in rng.permutation(n)]
 
 
-def _another_caption(i: int, captions: list[str], rng: np.random.Generator) -> str:
-    """The caption of another item, different from caption i when the corpus allows it."""
-    if len(captions) == 1:
-        return "a blue sky over the sea"
-    for _ in range(20):
-        j = int(rng.integers(len(captions)))
-        if j != i and captions[j] != captions[i]:
-            return captions[j]
+def _another_caption(i: int, scenes: shapes.ShapesBatch, rng: np.random.Generator) -> str:
+    """The caption of another scene whose objects differ from scene i's (a wrong alt text)."""
+    def objects(k: int) -> set[tuple[int, int]]:
+        return {(int(c), int(s)) for c, s in zip(scenes.colour[k], scenes.shape[k], strict=True) if c >= 0}
+
+    mine = objects(i)
+    for _ in range(50):
+        j = int(rng.integers(len(scenes)))
+        if objects(j) != mine:
+            return scenes.captions[j]
     return "a blue sky over the sea"
-
-
