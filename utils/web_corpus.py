@@ -37,6 +37,7 @@ WEB_PROPORTIONS: dict[str, float] = {
     "clean": 0.40, "generic": 0.15, "wrong": 0.20, "exact_duplicate": 0.05, "near_duplicate": 0.05,
     "url_duplicate": 0.03, "flagged": 0.04, "odd_size": 0.08,
 }
+TEXTURE = 0.1  # the strength of every web photo's own background texture (see with_texture)
 DUPLICATE_KINDS: tuple[str, ...] = ("exact_duplicate", "near_duplicate", "url_duplicate")
 NEAR_DUPLICATE_EDITS: tuple[str, ...] = ("re-encoded", "resized", "shifted")
 # Odd web sizes as (height, width) for a 32-pixel world, scaled with image_size: banners and
@@ -153,7 +154,8 @@ def web_corpus(n: int, *, seed: int = 0, image_size: int = 32, max_objects: int 
                              split="train", caption_style="varied")
     rng = np.random.default_rng([seed, 303])
     kinds = _web_kinds(n, rng)
-    data = [encode_png(image) for image in scenes.images]
+    pictures = with_texture(scenes.images, seed)
+    data = [encode_png(image) for image in pictures]
     urls = [_url(rng, i) for i in range(n)]
     alt_text = list(scenes.captions)
     true_caption = list(scenes.captions)
@@ -167,9 +169,9 @@ def web_corpus(n: int, *, seed: int = 0, image_size: int = 32, max_objects: int 
             data[i] = data[original]
         elif kinds[i] == "near_duplicate":
             edit = NEAR_DUPLICATE_EDITS[int(rng.integers(len(NEAR_DUPLICATE_EDITS)))]
-            data[i] = _near_copy(scenes.images[original], edit, rng)
+            data[i] = _near_copy(pictures[original], edit, rng)
         else:  # the same URL crawled again: the server re-encoded the picture
-            data[i] = encode_jpeg(scenes.images[original], quality=int(rng.integers(40, 90)))
+            data[i] = encode_jpeg(pictures[original], quality=int(rng.integers(40, 90)))
             urls[i] = urls[original]
         alt_text[i] = true_caption[i] = scenes.captions[original]
     for i in range(n):
@@ -178,11 +180,11 @@ def web_corpus(n: int, *, seed: int = 0, image_size: int = 32, max_objects: int 
         elif kinds[i] == "wrong":
             alt_text[i] = _another_caption(i, scenes, rng)
         elif kinds[i] == "flagged":
-            data[i] = encode_png(_draw_flag(scenes.images[i], int(rng.integers(4))))
+            data[i] = encode_png(_draw_flag(pictures[i], int(rng.integers(4))))
         elif kinds[i] == "odd_size":
             size = _ODD_SIZES[int(rng.integers(len(_ODD_SIZES)))]
             height, width = (max(4, round(d * image_size / 32)) for d in size)
-            odd = F.interpolate(scenes.images[i][None], size=(height, width), mode="bilinear",
+            odd = F.interpolate(pictures[i][None], size=(height, width), mode="bilinear",
                                 align_corners=False, antialias=True)[0]
             data[i] = encode_png(odd)
     colour, shape = scenes.colour.clone(), scenes.shape.clone()
@@ -193,6 +195,16 @@ def web_corpus(n: int, *, seed: int = 0, image_size: int = 32, max_objects: int 
         image_bytes=data, images=[decode(item) for item in data], url=urls, alt_text=alt_text,
         true_caption=true_caption, kind=kinds, duplicate_of=duplicate_of, colour=colour, shape=shape,
     )
+
+
+def with_texture(images: torch.Tensor, seed: int, strength: float = TEXTURE) -> torch.Tensor:
+    """Images [N, 3, H, W] plus a faint smooth random texture of their own (a 6x6 grid of Gaussian
+    values, upsampled): web photos are all different pictures, where two Shapes renders of the same
+    object in the same place are nearly identical. Clamped to [0, 1]."""
+    generator = torch.Generator().manual_seed(seed + 909)
+    coarse = torch.randn(len(images), 3, 6, 6, generator=generator)
+    texture = F.interpolate(coarse, size=images.shape[-2:], mode="bicubic", align_corners=False)
+    return (images + strength * texture).clamp(0, 1)
 
 
 def sha256(data: bytes) -> str:
