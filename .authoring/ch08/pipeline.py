@@ -144,11 +144,17 @@ def train_clip(idx, texts, seed, steps=STEPS, bs=128):
     for _ in range(steps):
         b = torch.randint(len(X), (bs,), generator=g)
         loss = tiny_clip.clip_loss(model(X[b], T[b])); opt.zero_grad(); loss.backward(); opt.step()
-    return tiny_clip.held_out_accuracy(model)
+    held_out = tiny_clip.held_out_accuracy(model)
+    seen = shapes.generate(1000, seed=3, split="train")
+    with torch.no_grad():
+        prompts = model.encode_text(tiny_clip.tokenize(shapes.class_prompts()))
+        guess = (model.encode_image(seen.images) @ prompts.T).argmax(1)
+    seen_accuracy = guess.eq(shapes.pair_index(seen.colour[:, 0], seen.shape[:, 0])).float().mean().item()
+    return f"{held_out:.3f} (seen pairs {seen_accuracy:.3f})"
 
 for seed in [int(s) for s in sys.argv[1:]]:
     t1 = time.time()
-    out = {name: round(train_clip(idx, texts, seed), 3) for name, idx, texts in (
+    out = {name: train_clip(idx, texts, seed) for name, idx, texts in (
         ("raw", raw_idx, corpus.alt_text), ("filtered", filtered_idx, corpus.alt_text),
         ("recaptioned", recap_idx, recap_text))}
     print("seed", seed, out, round(time.time() - t1, 1), "s", flush=True)
