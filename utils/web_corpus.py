@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from utils import shapes
+from utils import convert, shapes
 
 GENERIC_ALT_TEXTS: tuple[str, ...] = (
     "image", "photo.jpg", "click here", "IMG_2041.JPG", "untitled", "picture", "download", "thumbnail",
@@ -96,9 +96,8 @@ def encode_jpeg(image: torch.Tensor, quality: int = 75) -> bytes:
 
 
 def _encode(image: torch.Tensor, kind: str, **options: int) -> bytes:
-    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=kind, **options)
+    convert.to_pil(image).save(buffer, format=kind, **options)
     return buffer.getvalue()
 
 
