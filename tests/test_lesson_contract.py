@@ -282,6 +282,37 @@ def check_generation_samplers(namespace: dict, package) -> None:
         assert torch.equal(a, b)
 
 
+def check_alignment(namespace: dict, package) -> None:
+    """The POPE probe, its scores, the sequence log-probability, the DPO loss and `align`: the same
+    results on the same inputs."""
+    from utils import alignment, tiny_vlm
+
+    scenes = tiny_vlm.scenes(40, seed=7)
+    popular = alignment.pair_frequency(scenes)
+    for seed in (0, 3):
+        assert namespace["pope_questions"](scenes, popular, seed) == alignment.pope_questions(scenes, popular, seed)
+    asked = alignment.pope_questions(scenes, popular, 0)
+    said = ["yes" if (i * 7) % 3 else "no" for i in range(len(asked))]
+    assert namespace["pope_scores"](said, asked) == alignment.pope_scores(said, asked)
+    generator = torch.Generator().manual_seed(3)
+    values = [torch.randn(6, generator=generator) for _ in range(4)]
+    for beta in (0.1, 1.0):
+        assert torch.equal(namespace["dpo_loss"](*values, beta), alignment.dpo_loss(*values, beta))
+    torch.manual_seed(0)
+    model = tiny_vlm.TinyVLM(tiny_vlm.TinyLM(dim=32, layers=1, heads=2)).eval()
+    features = model.features(scenes.images)
+    pairs = alignment.preference_pairs(scenes, popular, seed=0)
+    tokens, labels = tiny_vlm.encode([p["prompt"] for p in pairs[:8]], [p["chosen"] for p in pairs[:8]], 24)
+    image = features[torch.tensor([p["image_index"] for p in pairs[:8]])]
+    assert torch.equal(namespace["sequence_logprob"](model, image, tokens, labels),
+                       alignment.sequence_logprob(model, image, tokens, labels))
+    for dpo_weight in (1.0, 0.0):
+        ours = namespace["align"](model, features, pairs, steps=3, dpo_weight=dpo_weight, seed=1)
+        theirs = alignment.align(model, features, pairs, steps=3, dpo_weight=dpo_weight, seed=1)
+        for key, value in ours.state_dict().items():
+            assert torch.equal(value, theirs.state_dict()[key]), key
+
+
 CONTRACT = [
     ("01_foundations", "recall_at", "utils.retrieval.recall_at", check_recall_at),
     ("02_encoders", "log_mel", "utils.speech.log_mel", check_log_mel),
@@ -314,12 +345,18 @@ CONTRACT = [
     ("07_generation", "ddpm_sample", "utils.generation.ddpm_sample", check_generation_samplers),
     ("07_generation", "euler_sample", "utils.generation.euler_sample", check_generation_samplers),
     ("07_generation", "train_denoiser", "utils.generation.train_denoiser", check_generation_samplers),
+    ("08_data_at_scale", "pope_questions", "utils.alignment.pope_questions", check_alignment),
+    ("08_data_at_scale", "pope_scores", "utils.alignment.pope_scores", check_alignment),
+    ("08_data_at_scale", "sequence_logprob", "utils.alignment.sequence_logprob", check_alignment),
+    ("08_data_at_scale", "dpo_loss", "utils.alignment.dpo_loss", check_alignment),
+    ("08_data_at_scale", "align", "utils.alignment.align", check_alignment),
 ]
+ALIGNMENT_FUNCTIONS = ("pope_questions", "pope_scores", "sequence_logprob", "dpo_loss", "align")
 
 GENERATION_FUNCTIONS = ("ALPHAS_CUMPROD", "q_sample", "timestep_embedding", "trailing_timesteps", "guided",
                         "drop_captions", "ddpm_loss", "flow_matching_loss", "update_ema")
 NAMESPACE_CHECKS = (check_training_recipe, check_vlm_losses, check_generation_function,
-                    check_generation_samplers)
+                    check_generation_samplers, check_alignment)
 
 
 @pytest.mark.parametrize(("lesson", "name", "dotted", "check"), CONTRACT,
@@ -328,7 +365,8 @@ def test_lesson_and_package_agree(lesson, name, dotted, check):
     extra = {check_training_recipe: ("softmax_loss",), check_log_mel: ("mel_filters",),
              check_vlm_losses: ("vlm_loss", "next_token_loss", "text_loss", "splice"),
              check_generation_function: GENERATION_FUNCTIONS,
-             check_generation_samplers: ("ddpm_sample", "euler_sample", "train_denoiser")}.get(check, ())
+             check_generation_samplers: ("ddpm_sample", "euler_sample", "train_denoiser"),
+             check_alignment: ALIGNMENT_FUNCTIONS}.get(check, ())
     namespace = lesson_definitions(lesson, name, *extra)
     package = package_object(dotted)
     if check in NAMESPACE_CHECKS:
@@ -362,7 +400,9 @@ def test_a_lesson_never_redefines_a_package_name_silently():
     clashes = []
     for path in sorted((ROOT / "lessons").glob("[0-9][0-9]_*.ipynb")):
         for source in notebook_code.code_cells(path):
-            for defined, _, _ in notebook_code.statements(source):
+            for defined, _, text in notebook_code.statements(source):
+                if text.startswith(("import ", "from ")):
+                    continue  # importing a utils module (`from utils import web_corpus`) defines nothing new
                 for name in defined & set(public):
                     if (path.stem, name) not in listed:
                         clashes.append(f"{path.name}: {name} (utils has {public[name]})")

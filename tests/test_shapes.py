@@ -319,6 +319,7 @@ def test_wrong_alt_text_names_other_objects():
 
 def test_web_duplicates_point_at_their_originals():
     corpus = web_corpus.web_corpus(300, seed=2)
+    assert [e == "" for e in corpus.edit] == [o < 0 for o in corpus.duplicate_of]
     square = [i for i in range(len(corpus)) if corpus.images[i].shape == (3, 32, 32)]
     for i, original in enumerate(corpus.duplicate_of):
         if original < 0:
@@ -329,6 +330,9 @@ def test_web_duplicates_point_at_their_originals():
         same_bytes = corpus.image_bytes[i] == corpus.image_bytes[original]
         assert same_bytes == (corpus.kind[i] == "exact_duplicate")
         assert (corpus.url[i] == corpus.url[original]) == (corpus.kind[i] == "url_duplicate")
+        expected_edits = {"exact_duplicate": ("exact",), "url_duplicate": ("re-encoded",),
+                          "near_duplicate": web_corpus.NEAR_DUPLICATE_EDITS}[corpus.kind[i]]
+        assert corpus.edit[i] in expected_edits
         if corpus.kind[i] != "near_duplicate" or same_bytes:
             gap = float((corpus.images[i] - corpus.images[original]).abs().mean())
             others = [j for j in square if j not in (i, original)]

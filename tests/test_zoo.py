@@ -216,7 +216,7 @@ def test_register_load_and_clear(cache, capsys):
     zoo.load("other")
     assert train.calls == 1
     assert "(a second)" in capsys.readouterr().out
-    with pytest.raises(KeyError, match="other, tiny_asr, tiny_clip, tiny_gen, tiny_vlm, toy"):
+    with pytest.raises(KeyError, match="other, tiny_asr, tiny_clip, tiny_gen, tiny_vlm, tiny_vlm_dpo, toy"):
         zoo.load("missing")
     removed = zoo.clear("toy")
     assert sorted(p.name for p in removed) == ["toy-v1.json", "toy-v1.pt"]

@@ -495,9 +495,10 @@ def load_tower(model: TinyVLM) -> None:
     model.tower.load_state_dict(clip_model.image_encoder.state_dict())
 
 
-def train(model: TinyVLM, seed: int = 0) -> dict:
+def train(model: TinyVLM, seed: int = 0, question_share: float = QUESTION_SHARE) -> dict:
     """The zoo's recipe, chapter 5's main run: pretrain the LM on text, stage 1 (projector only,
-    captions), stage 2 (everything but the tower, 3/4 questions and 1/4 captions). Returns metrics."""
+    captions), stage 2 (everything but the tower, `question_share` questions - 3/4 in the zoo's
+    model - and the rest captions). Returns metrics (chapter 8 sweeps the share)."""
     device = runtime.device_of(model)
     load_tower(model)
     corpus = Corpus(scenes(TRAIN_IMAGES, TRAIN_SEED), TRAIN_SEED)
@@ -515,7 +516,7 @@ def train(model: TinyVLM, seed: int = 0) -> dict:
                 "stage 1")
     model.lm.requires_grad_(True)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    final_loss = train_steps(model, trainable, mixed_batches(corpus, features), vlm_loss, STAGE2_STEPS,
+    final_loss = train_steps(model, trainable, mixed_batches(corpus, features, question_share), vlm_loss, STAGE2_STEPS,
                              1e-2, seed, "stage 2")
     return {"final_loss": final_loss, **evaluate(model)}
 

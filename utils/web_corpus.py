@@ -65,6 +65,7 @@ class WebCorpus:
     true_caption: list[str]
     kind: list[str]
     duplicate_of: list[int]  # index of the original for duplicates, -1 otherwise
+    edit: list[str]  # how a copy differs: "exact", "re-encoded", "resized", "shifted"; "" if not a copy
     colour: torch.Tensor  # long [N, K] scene labels, as in shapes.ShapesBatch (K = 2, -1 = none)
     shape: torch.Tensor  # long [N, K]
 
@@ -159,6 +160,7 @@ def web_corpus(n: int, *, seed: int = 0, image_size: int = 32, max_objects: int 
     alt_text = list(scenes.captions)
     true_caption = list(scenes.captions)
     duplicate_of = [-1] * n
+    edits = [""] * n
     originals = rng.permutation([i for i in range(n) if kinds[i] == "clean"])
     duplicates = [i for i in range(n) if kinds[i] in DUPLICATE_KINDS]
     for i, original in zip(duplicates, originals, strict=False):
@@ -166,10 +168,12 @@ def web_corpus(n: int, *, seed: int = 0, image_size: int = 32, max_objects: int 
         duplicate_of[i] = original
         if kinds[i] == "exact_duplicate":
             data[i] = data[original]
+            edits[i] = "exact"
         elif kinds[i] == "near_duplicate":
-            edit = NEAR_DUPLICATE_EDITS[int(rng.integers(len(NEAR_DUPLICATE_EDITS)))]
-            data[i] = _near_copy(pictures[original], edit, rng)
+            edits[i] = NEAR_DUPLICATE_EDITS[int(rng.integers(len(NEAR_DUPLICATE_EDITS)))]
+            data[i] = _near_copy(pictures[original], edits[i], rng)
         else:  # the same URL crawled again: the server re-encoded the picture
+            edits[i] = "re-encoded"
             data[i] = encode_jpeg(pictures[original], quality=int(rng.integers(40, 90)))
             urls[i] = urls[original]
         alt_text[i] = true_caption[i] = scenes.captions[original]
@@ -192,7 +196,7 @@ def web_corpus(n: int, *, seed: int = 0, image_size: int = 32, max_objects: int 
             colour[i], shape[i] = scenes.colour[original], scenes.shape[original]
     return WebCorpus(
         image_bytes=data, images=[decode(item) for item in data], url=urls, alt_text=alt_text,
-        true_caption=true_caption, kind=kinds, duplicate_of=duplicate_of, colour=colour, shape=shape,
+        true_caption=true_caption, kind=kinds, duplicate_of=duplicate_of, edit=edits, colour=colour, shape=shape,
     )
 
 

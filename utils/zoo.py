@@ -72,6 +72,8 @@ BOOK_MODELS: dict[str, Entry] = {
                       expected="about half a minute on a CPU"),
     "tiny_gen": Entry("tiny_gen", "v1", "utils.generation:build_generator",
                       "utils.generation:train_generator", expected="about a minute on a CPU"),
+    "tiny_vlm_dpo": Entry("tiny_vlm_dpo", "v1", "utils.tiny_vlm:build_tiny_vlm",
+                          "utils.alignment:train_aligned", expected="about a minute on a CPU"),
 }
 # Models a reader registers at run time (they take precedence over BOOK_MODELS of the same name).
 REGISTRY: dict[str, Entry] = {}

@@ -21,6 +21,7 @@ CHAPTERS: dict[int, str] = {
     5: "ch05",
     6: "ch06",
     7: "ch07",
+    8: "ch08",
 }
 
 
