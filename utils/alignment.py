@@ -5,8 +5,8 @@ that the lesson's and these agree):
 
 - `pope_questions` builds a POPE-style probe (Li et al., 2023): for every image one "is there ...?"
   question about an object it shows (answer "yes") and one about an object it does not show (answer
-  "no") for each of three kinds of negative - random, popular (the pairs most frequent in the
-  training scenes) and adversarial (sharing a colour or a shape with an object in the picture);
+  "no") for each of three kinds of negative - random, popular (one of the absent pairs most
+  frequent in the training scenes) and adversarial (sharing a colour or a shape with an object in the picture);
 - `pope_scores` gives accuracy, precision, recall, F1, false-"yes" rate and yes-ratio per kind;
 - `preference_pairs`, `sequence_logprob`, `dpo_loss` and `align`: Direct Preference Optimisation
   (Rafailov et al., 2023) on the TinyVLM, with a likelihood term on the chosen answers;
@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from utils import runtime, shapes, tiny_vlm
 
 NEGATIVES: tuple[str, ...] = ("random", "popular", "adversarial")
+POPULAR_TOP = 6  # a popular negative is drawn from the 6 most frequent absent pairs
 ANCHOR_KINDS: tuple[str, ...] = ("colour", "shape", "count", "where")
-# The recipe of the zoo's aligned model (chapter 8, section 8.10).
+# The recipe of the zoo's aligned model (chapter 8, section 8.11).
 PAIR_SCENES, PAIR_SEED = 4000, 31
 STEPS, BETA, LEARNING_RATE, BATCH_SIZE, SFT_WEIGHT = 600, 0.1, 1e-3, 64, 1.0
 
@@ -56,8 +57,8 @@ def _question(pair: Pair) -> str:
 def pope_questions(batch: shapes.ShapesBatch, popular: Sequence[Pair], seed: int = 0) -> list[dict]:
     """Per image: one "yes" question (an object shown) and one "no" question per kind of negative.
 
-    random: any absent pair; popular: the absent pair that comes first in `popular` (most frequent
-    in training); adversarial: an absent pair sharing a colour or a shape with a shown object.
+    random: any absent pair; popular: one of the POPULAR_TOP absent pairs that come first in `popular`
+    (most frequent in training); adversarial: an absent pair sharing a colour or a shape with a shown object.
     Each dict: question, answer, image_index, negative ("none" for the "yes" question)."""
     rng = np.random.default_rng([seed, 8])
     every = list(np.ndindex(len(shapes.COLOURS), len(shapes.SHAPES)))
@@ -66,10 +67,11 @@ def pope_questions(batch: shapes.ShapesBatch, popular: Sequence[Pair], seed: int
         present = sorted(present_pairs(batch, i))
         absent = [pair for pair in every if pair not in present]
         near = [p for p in absent if any(p[0] == q[0] or p[1] == q[1] for q in present)]
+        top = [pair for pair in popular if pair not in present][:POPULAR_TOP]
         chosen = {
             "none": present[int(rng.integers(len(present)))],
             "random": absent[int(rng.integers(len(absent)))],
-            "popular": next(pair for pair in popular if pair not in present),
+            "popular": top[int(rng.integers(len(top)))],
             "adversarial": (near or absent)[int(rng.integers(len(near or absent)))],
         }
         for negative, pair in chosen.items():

@@ -38,7 +38,7 @@ def _hamming_cases() -> list[Case]:
     cases = []
     base = _random_hashes(generator, 3)
     flipped = []
-    for h in base:  # one, two and three bits flipped
+    for h in base:  # one, two and four bits flipped
         value = int(h, 16)
         flipped.append(f"{value ^ 0x1:016x}")
         flipped.append(f"{value ^ 0x8000000000000001:016x}")
@@ -78,8 +78,8 @@ hex_hamming = Exercise(
     hints=[
         "Each hash is 16 hexadecimal digits, so 64 bits. The Hamming distance counts the bits where "
         "two hashes differ - not the digits: one digit holds four bits.",
-        "int(h, 16) turns a hash into a Python integer; a ^ b (exclusive or) has a 1 exactly where "
-        "the two differ, and bin(x).count('1') counts those ones.",
+        "Turn each hash into a Python integer (int() accepts a base). Which bitwise operation on two "
+        "integers gives a 1 exactly where they differ? Then count the ones in its binary form.",
         "Loop over both lists and build a list of rows, then torch.tensor(rows) - a LongTensor of "
         "shape [len(hashes_a), len(hashes_b)], 0 on the diagonal of a list against itself.",
     ],
@@ -308,7 +308,7 @@ def _days_one_gpu(towers, samples, gpus, flops_per_gpu):
 
 training_days = Exercise(
     key="8.4",
-    title="A compute budget in GPU-days",
+    title="A compute budget in days",
     cases=_days_cases,
     hints=[
         "Training costs about 6 FLOPs per parameter per token: 2 for the forward pass, 4 for the "
