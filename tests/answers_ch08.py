@@ -56,6 +56,20 @@ def _days_hours(towers, samples, gpus, flops_per_gpu):
     return hours / 24
 
 
+def kept(removed, skip):
+    names = [name for name in removed if name != skip]
+    drop = torch.zeros(len(removed[skip]), dtype=torch.bool)
+    for name in names:
+        drop |= torch.tensor(removed[name], dtype=torch.bool)
+    return torch.nonzero(~drop)[:, 0]
+
+
+def _kept_loop(removed, skip):
+    others = [flags for name, flags in removed.items() if name != skip]
+    return torch.tensor([i for i, verdicts in enumerate(zip(*others, strict=True))
+                         if not any(verdicts)], dtype=torch.long)
+
+
 WRONG = {
     "8.1": [
         (lambda a, b: hamming(a, b).T, "shape"),
@@ -77,6 +91,11 @@ WRONG = {
         (lambda t, s, g, f: [days(t, s, g, f)], "list"),
         (lambda t, s, g, f: days(t, s, g, f) / 365, "expected"),
     ],
+    "8.5": [
+        (lambda r, s: kept(r, s)[1:], "shape"),
+        (lambda r, s: kept(r, s).tolist(), "list"),
+        (lambda r, s: kept(r, s) + 1, "expected"),
+    ],
 }
 
 CORRECT = {
@@ -84,4 +103,5 @@ CORRECT = {
     "8.2": [clip_filter, _clip_filter_normalise],
     "8.3": [dpo, _dpo_where],
     "8.4": [days, _days_hours],
+    "8.5": [kept, _kept_loop],
 }

@@ -330,6 +330,76 @@ training_days = Exercise(
     atol=0.0,
 )
 
+# ---------------------------------------------------------------- 8.5 leave one filter out (ablation)
+
+
+def _kept_reference(removed, skip):
+    names = list(removed)
+    size = len(removed[names[0]])
+    kept = []
+    for i in range(size):
+        if not any(bool(removed[name][i]) for name in names if name != skip):
+            kept.append(i)
+    return torch.tensor(kept, dtype=torch.long)
+
+
+def _kept_cases() -> list[Case]:
+    generator = torch.Generator().manual_seed(85)
+    cases = []
+    for size, names, skip, rate, label in (
+        (30, ("exact", "url", "phash", "safety", "size", "clip"), "phash", 0.15, "six filters, leave out pHash"),
+        (25, ("exact", "url", "phash", "safety", "size", "clip"), "clip", 0.2, "six filters, leave out the CLIP score"),
+        (40, ("dedup", "safety"), "safety", 0.3, "two filters, leave out safety"),
+        (20, ("a", "b", "c"), "a", 0.5, "three filters that remove half each"),
+    ):
+        removed = {name: (torch.rand(size, generator=generator) < rate).tolist() for name in names}
+        cases.append(Case(inputs=(removed, skip), expected=_kept_reference(removed, skip), label=label))
+    return cases
+
+
+def _kept_all_filters(removed, skip):
+    return _kept_reference(removed, None)
+
+
+def _kept_only_skip(removed, skip):
+    return torch.tensor([i for i, r in enumerate(removed[skip]) if not r], dtype=torch.long)
+
+
+def _kept_removed(removed, skip):
+    everything = set(range(len(removed[skip])))
+    return torch.tensor(sorted(everything - set(_kept_reference(removed, skip).tolist())), dtype=torch.long)
+
+
+def _kept_all_must_agree(removed, skip):
+    names = [name for name in removed if name != skip]
+    size = len(removed[skip])
+    return torch.tensor([i for i in range(size) if not all(removed[n][i] for n in names)], dtype=torch.long)
+
+
+leave_one_out = Exercise(
+    key="8.5",
+    title="Leave one filter out (an ablation)",
+    cases=_kept_cases,
+    hints=[
+        "An item is kept when no filter removes it. Leaving a filter out means ignoring its verdicts: "
+        "an item that only the left-out filter removes comes back.",
+        "For each item i, look at removed[name][i] for every name except `skip`; keep i when all of "
+        "them are False. torch.tensor(list_of_indices, dtype=torch.long) gives the answer.",
+        "Check yourself: with skip set to a filter that removes nothing, you get the same set as "
+        "applying every filter; the result never shrinks when you leave a filter out.",
+    ],
+    mistakes=[
+        Mistake("applied every filter", "The left-out filter's verdicts must be ignored: skip the "
+                "entry removed[skip].", _kept_all_filters),
+        Mistake("applied only the left-out filter", "Leave-one-out applies every filter *except* "
+                "`skip`, not `skip` alone.", _kept_only_skip),
+        Mistake("returned the removed items", "Return the indices that are kept, the ones no "
+                "remaining filter removes.", _kept_removed),
+        Mistake("removed an item only when every filter agreed", "One filter is enough to remove an "
+                "item: combine the filters with 'any', not 'all'.", _kept_all_must_agree),
+    ],
+)
+
 
 def progress():
     """This session's results for the chapter's exercises, as a table."""
