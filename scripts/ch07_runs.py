@@ -17,9 +17,9 @@ Writes utils/data/ch07_runs.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import notebook_code  # noqa: E402
+from runs_file import run_parts  # noqa: E402
 
 from utils import generation, zoo  # noqa: E402
 
@@ -154,13 +155,8 @@ def main() -> None:
         worst = max(abs(fresh[w]["accuracy"] - kept[w]["accuracy"]) for w in kept)
         print(f"seed 0: largest adherence difference from the stored file {worst:.3f}")
         sys.exit(0 if worst <= 0.05 else 1)
-    for part in args.part or list(PARTS):
-        start = time.time()
-        stored[part] = PARTS[part](clip)
-        print(f"{part}: {time.time() - start:.0f} s", flush=True)
-        stored.update(script="scripts/ch07_runs.py", torch=torch.__version__)
-        OUT.write_text(json.dumps(stored, indent=1) + "\n")
-    print(f"wrote {OUT.relative_to(ROOT)}")
+    parts = {name: functools.partial(part, clip) for name, part in PARTS.items()}
+    run_parts(parts, args.part, OUT, "scripts/ch07_runs.py")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ Writes utils/data/ch08_runs.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -31,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import notebook_code  # noqa: E402
+from runs_file import run_parts  # noqa: E402
 
 from utils import alignment, tiny_vlm, zoo  # noqa: E402
 
@@ -105,14 +104,7 @@ def main() -> None:
                         help="run only these parts (default: all); the file keeps the others")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    stored = json.loads(OUT.read_text()) if OUT.exists() else {}
-    for part in args.part or list(PARTS):
-        start = time.time()
-        stored[part] = PARTS[part]()
-        print(f"{part}: {time.time() - start:.0f} s", flush=True)
-        stored.update(script="scripts/ch08_runs.py", torch=torch.__version__)
-        OUT.write_text(json.dumps(stored, indent=1) + "\n")
-    print(f"wrote {OUT.relative_to(ROOT)}")
+    run_parts(PARTS, args.part, OUT, "scripts/ch08_runs.py")
 
 
 if __name__ == "__main__":
