@@ -313,6 +313,45 @@ def check_alignment(namespace: dict, package) -> None:
             assert torch.equal(value, theirs.state_dict()[key]), key
 
 
+EVALUATION_FUNCTIONS = ("bootstrap_interval", "bleu_words", "bleu_statistics", "bleu_from_statistics",
+                        "corpus_bleu", "cider_d", "clip_score", "frechet_distance", "clip_features")
+
+
+def check_evaluation(namespace: dict, package) -> None:
+    """Chapter 9's metrics: the same numbers on the same inputs (captions, features, a small CLIP)."""
+    import numpy as np
+
+    from utils import evaluation, shapes, tiny_clip
+
+    values = np.random.default_rng(0).random(40)
+    for seed in (0, 3):
+        statistic = lambda idx: float(values[idx].mean())  # noqa: E731
+        assert namespace["bootstrap_interval"](statistic, 40, draws=50, seed=seed) == \
+            evaluation.bootstrap_interval(statistic, 40, draws=50, seed=seed)
+    scenes = shapes.generate(30, seed=5, caption_style="varied")
+    hypotheses = shapes.generate(30, seed=5, caption_style="full").captions
+    references = [[c, c.replace("a ", "the ")] for c in scenes.captions]
+    for text in hypotheses[:5] + ["a, b? c"]:
+        assert namespace["bleu_words"](text) == evaluation.bleu_words(text)
+    ours = namespace["bleu_statistics"](hypotheses, references)
+    assert np.array_equal(ours, evaluation.bleu_statistics(hypotheses, references))
+    assert namespace["bleu_from_statistics"](ours.sum(0)) == evaluation.bleu_from_statistics(ours.sum(0))
+    assert namespace["corpus_bleu"](hypotheses, references) == evaluation.corpus_bleu(hypotheses, references)
+    assert np.allclose(namespace["cider_d"](hypotheses, references), evaluation.cider_d(hypotheses, references),
+                       rtol=1e-12, atol=1e-12)
+    generator = torch.Generator().manual_seed(2)
+    a, b = torch.randn(50, 6, generator=generator), 1.5 * torch.randn(40, 6, generator=generator) + 0.3
+    assert abs(namespace["frechet_distance"](a, b) - evaluation.frechet_distance(a, b)) < 1e-12
+    torch.manual_seed(0)
+    clip = tiny_clip.TinyCLIP().eval()
+    images = torch.rand(6, 3, 32, 32, generator=generator)
+    captions = ["a red circle", "a blue square", "a large green cross", "a photo", "", "a small circle"]
+    assert torch.equal(namespace["clip_score"](clip, images, captions), evaluation.clip_score(clip, images, captions))
+    small = torch.rand(4, 3, 16, 16, generator=generator)
+    for pictures in (images, small):
+        assert torch.equal(namespace["clip_features"](clip, pictures), evaluation.clip_features(clip, pictures))
+
+
 CONTRACT = [
     ("01_foundations", "recall_at", "utils.retrieval.recall_at", check_recall_at),
     ("02_encoders", "log_mel", "utils.speech.log_mel", check_log_mel),
@@ -350,13 +389,22 @@ CONTRACT = [
     ("08_data_at_scale", "sequence_logprob", "utils.alignment.sequence_logprob", check_alignment),
     ("08_data_at_scale", "dpo_loss", "utils.alignment.dpo_loss", check_alignment),
     ("08_data_at_scale", "align", "utils.alignment.align", check_alignment),
+    ("09_evaluation", "bootstrap_interval", "utils.evaluation.bootstrap_interval", check_evaluation),
+    ("09_evaluation", "bleu_words", "utils.evaluation.bleu_words", check_evaluation),
+    ("09_evaluation", "bleu_statistics", "utils.evaluation.bleu_statistics", check_evaluation),
+    ("09_evaluation", "bleu_from_statistics", "utils.evaluation.bleu_from_statistics", check_evaluation),
+    ("09_evaluation", "corpus_bleu", "utils.evaluation.corpus_bleu", check_evaluation),
+    ("09_evaluation", "cider_d", "utils.evaluation.cider_d", check_evaluation),
+    ("09_evaluation", "clip_score", "utils.evaluation.clip_score", check_evaluation),
+    ("09_evaluation", "frechet_distance", "utils.evaluation.frechet_distance", check_evaluation),
+    ("09_evaluation", "clip_features", "utils.evaluation.clip_features", check_evaluation),
 ]
 ALIGNMENT_FUNCTIONS = ("pope_questions", "pope_scores", "sequence_logprob", "dpo_loss", "align")
 
 GENERATION_FUNCTIONS = ("ALPHAS_CUMPROD", "q_sample", "timestep_embedding", "trailing_timesteps", "guided",
                         "drop_captions", "ddpm_loss", "flow_matching_loss", "update_ema")
 NAMESPACE_CHECKS = (check_training_recipe, check_vlm_losses, check_generation_function,
-                    check_generation_samplers, check_alignment)
+                    check_generation_samplers, check_alignment, check_evaluation)
 
 
 @pytest.mark.parametrize(("lesson", "name", "dotted", "check"), CONTRACT,
@@ -366,7 +414,8 @@ def test_lesson_and_package_agree(lesson, name, dotted, check):
              check_vlm_losses: ("vlm_loss", "next_token_loss", "text_loss", "splice"),
              check_generation_function: GENERATION_FUNCTIONS,
              check_generation_samplers: ("ddpm_sample", "euler_sample", "train_denoiser"),
-             check_alignment: ALIGNMENT_FUNCTIONS}.get(check, ())
+             check_alignment: ALIGNMENT_FUNCTIONS,
+             check_evaluation: EVALUATION_FUNCTIONS}.get(check, ())
     namespace = lesson_definitions(lesson, name, *extra)
     package = package_object(dotted)
     if check in NAMESPACE_CHECKS:

@@ -39,6 +39,9 @@ ALLOWED: dict[str, dict[str, str]] = {
         "0.55": "the adherence target the chapter sets itself (its issue and CURRICULUM.md), not a measurement",
         "7.5": "diffusers' default guidance_scale for Stable Diffusion, used in the code cell right below",
     },
+    "09_evaluation.ipynb": {
+        "95%": "the confidence level the chapter chooses for its intervals (level=0.95 in the code below)",
+    },
     "05_vlm.ipynb": {
         "85.8%": "chapter 3's held-out zero-shot accuracy of seed 0 (its cell 28), the zoo's tiny CLIP",
         "72.1%": "chapter 3's held-out zero-shot accuracy over three seeds (its cell 28)",

@@ -22,6 +22,7 @@ CHAPTERS: dict[int, str] = {
     6: "ch06",
     7: "ch07",
     8: "ch08",
+    9: "ch09",
 }
 
 
