@@ -118,3 +118,20 @@ def test_report_rows_for_a_clip_model():
     assert "tiny CLIP" in table and "held-out pairs" in table
     with pytest.raises(ValueError, match="clip="):
         evaluation.evaluation_report(generator=torch.nn.Linear(1, 1))
+
+
+def test_runs_file_has_three_seeds_of_each_part():
+    """utils/data/ch09_runs.json (scripts/ch09_runs.py): the judges and the contamination runs."""
+    import json
+    from importlib import resources
+
+    runs = json.loads(resources.files("utils.data").joinpath("ch09_runs.json").read_text())
+    assert runs["script"] == "scripts/ch09_runs.py"
+    assert sorted(runs["judges"]) == sorted(runs["contamination"]) == ["0", "1", "2"]
+    for run in runs["judges"].values():
+        assert set(run) == {"position", "answer", "length-biased position"}
+        for judge in run.values():
+            assert 0 <= judge["flips"]["all"] <= 100 and set(judge["verbosity"]) == {
+                "both short", "wrong answer padded", "right answer padded"}
+    for run in runs["contamination"].values():
+        assert run["inflation"] == pytest.approx(run["change"]["leaked"] - run["change"]["clean"])

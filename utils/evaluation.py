@@ -95,8 +95,8 @@ def bleu_from_statistics(summed: np.ndarray, max_n: int = 4) -> float:
     n-gram precisions, a precision with no match replaced by 1 / (2^k * total) (sacrebleu's 'exp')."""
     matches, totals = summed[:max_n], summed[max_n:2 * max_n]
     hyp_length, ref_length = summed[2 * max_n], summed[2 * max_n + 1]
-    if hyp_length == 0 or totals.min() == 0:
-        return 0.0
+    if hyp_length == 0 or totals.min() == 0 or matches.sum() == 0:
+        return 0.0  # sacrebleu returns 0 when nothing matches at all
     log_precision, k = 0.0, 1.0
     for match, total in zip(matches, totals, strict=True):
         if match == 0:
@@ -310,16 +310,17 @@ def _generator_rows(generator: nn.Module, clip: nn.Module, name: str, draws: int
     real_images, real_labels = generation.large_objects(2400, seed=99)
     keep = torch.cat([(real_labels == c).nonzero()[:20, 0] for c in range(generation.N_CLASSES)])
     real = (real_images[keep] + 1) / 2  # 20 held-out real images per class
-    prompts = clip.encode_text(tiny_clip.tokenize(shapes.class_prompts()).to(runtime.device_of(clip)))
-    chosen = (F.normalize(clip_features(clip, samples), dim=-1) @ prompts.cpu().T).argmax(1)  # [240]
-    right = chosen.eq(labels).numpy()
+    prompts = clip.encode_text(tiny_clip.tokenize(shapes.class_prompts()).to(runtime.device_of(clip))).cpu()
     fake_features, real_features = clip_features(clip, samples), clip_features(clip, real)
-    first, second = real_features[0::2], real_features[1::2]  # two real sets of 240, for the floor
+    right = (F.normalize(fake_features, dim=-1) @ prompts.T).argmax(1).eq(labels).numpy()  # [240]
+    judge_on_real = (F.normalize(real_features, dim=-1) @ prompts.T).argmax(1).eq(real_labels[keep])
+    # two class-matched real sets of 240 (10 per class each): FID's floor at this n
+    first, second = real_features[0::2], real_features[1::2]
     floor = frechet_distance(first, second)
     return [
         _row(name, "adherence (%)", "16 steps, w = 3", _mean_of(right), len(right),
-             "samples", "chance 4.2", draws, seed),
-        _row(name, "FID (tiny-CLIP features)", "vs held-out real",
+             "samples", f"real {100 * judge_on_real.float().mean():.1f}", draws, seed),
+        _row(name, "FID (tiny-CLIP features)", "vs held-out real",  # resamples the generated set only
              lambda idx: frechet_distance(fake_features[idx], first), len(labels), "samples",
              f"real {floor:.3f}", draws, seed, digits=3),
     ]

@@ -28,7 +28,7 @@
 #   inflates the score;
 # - one function that writes the evaluation report of the book's models.
 #
-# **Runtime:** about 150 s on a 2-core CPU in our measurement (GPU: not yet measured) ([runtime table](../book/runtimes.md)).
+# **Runtime:** about 110 s on a 2-core CPU in our measurement (GPU: not yet measured) ([runtime table](../book/runtimes.md)).
 # **Builds on:** {doc}`chapter 1 <01_foundations>` (Recall@K), {doc}`chapter 3 <03_contrastive>` (the
 # tiny CLIP and its binding failure), {doc}`chapter 5 <05_vlm>` (the TinyVLM),
 # {doc}`chapter 6 <06_audio_video>` (the recogniser and WER), {doc}`chapter 7 <07_generation>` (the
@@ -87,10 +87,13 @@ device = runtime.setup(chapter=9, seed=0)
 #
 # %%
 import copy
+import hashlib
+import json
 import re
 import subprocess
 import sys
 import time
+from importlib import resources
 from collections import Counter
 
 import numpy as np
@@ -99,7 +102,7 @@ import torch
 import torch.nn.functional as F
 
 from utils import alignment, evaluation, generation, plotting, retrieval, runtime
-from utils import shapes, speech, tiny_clip, tiny_vlm, zoo
+from utils import shapes, speech, tiny_clip, tiny_vlm, training, zoo
 from utils.exercises import ch09  # noqa: F401
 
 if runtime.in_colab():  # Colab lacks these: install them (never torch or numpy)
@@ -190,9 +193,7 @@ print(f"accuracy {100 * p:.1f}%, 95% bootstrap interval [{low:.1f}, {high:.1f}]"
 print(f"normal approximation: {100 * p:.1f} +- {normal:.1f}")
 #
 # %% [markdown]
-# The interval is roughly $\pm 2.6$ points at $n = 1{,}000$, about the width of many differences
-# papers report between models. With fewer images it widens as $1/\sqrt n$ - and the score itself
-# moves: the first 50 images happen to be easier than the rest.
+# The interval is roughly $\pm 2.6$ points at $n = 1{,}000$: two models tested on 1,000 images that differ by less than that cannot be told apart by this test. With fewer images it widens as $1/\sqrt n$ - and the score itself moves: the first 50 images happen to score higher than the rest, within their wide interval.
 #
 # %%
 for n in (50, 200, 1000):
@@ -268,7 +269,12 @@ for k, value in ours.items():
         f"{100 * theirs:>13.1f}%"
         f"{100 * best:>13.1f}%"
     )
-print(f"chance R@1: 1 in {len(similarity)} captions = {100 / len(similarity):.1f}%")
+right_per_query = relevant.sum(1).double()  # [500]: 1, or more for duplicate captions
+for k in ours:  # chance: the right captions land in a random top k
+    miss = torch.ones_like(right_per_query)
+    for i in range(k):
+        miss *= (len(similarity) - right_per_query - i) / (len(similarity) - i)
+    print(f"chance R@{k}: {100 * (1 - miss).mean():.2f}%", end="   ")
 #
 # %% [markdown]
 # Ours and `torchmetrics` disagree at R@1 and R@10 - and both fall between the bounds. The tiny
@@ -286,20 +292,21 @@ print(
     "captions whose colour swap gets the very same vector: "
     f"{100 * tied.float().mean():.1f}%"
 )
-for name, gallery, own in (
-    ("true captions listed first", gallery_true_first, 0),
-    ("swapped captions listed first", gallery_swap_first, 500),
+for name, gallery, texts in (
+    ("true captions listed first", gallery_true_first, pairs.captions + swapped),
+    ("swapped captions listed first", gallery_swap_first, swapped + pairs.captions),
 ):
     scores = image_vectors @ gallery.T  # [500, 1000]
-    hits = torch.zeros_like(scores, dtype=torch.bool)
-    hits[:, own : own + 500] = relevant  # only true captions are right answers
+    hits = torch.from_numpy(
+        same_caption[:, None] == np.array(texts)[None, :]
+    )  # same text
     print(f"{name:<30}: R@1 {100 * retrieval.recall_at(scores, hits, 1):5.1f}%")
 #
 # %% [markdown]
-# The same model, the same captions, the same metric: R@1 more than doubles when the true captions
-# happen to come first in memory, because every comparison with the swapped caption is an exact tie.
+# The same model, the same captions, the same metric: R@1 doubles when the true captions happen to come first in memory, because every comparison with the swapped caption is an exact tie.
 # A number that depends on the order of a list measures the list. When ties are possible, report the
-# tie policy, or report the *expected* recall under random tie-breaking - exercise 9.2 computes it.
+# tie policy, or report the *expected* recall under random tie-breaking - exercise 9.2 computes it
+# for one right item per query.
 #
 # %% [markdown]
 # ## 9.3 BLEU, from scratch and against sacrebleu
@@ -336,8 +343,8 @@ print(f"captions exactly right: {100 * exact.mean():.1f}%")
 # %% [markdown]
 # **BLEU** {cite}`papineni2002bleu` counts shared n-grams. For $n = 1..4$, the **modified
 # precision** $p_n$ is the number of the hypothesis's n-grams found in a reference, each credited at
-# most as many times as the reference that has it most contains it (clipping), over the number of
-# n-grams in the hypothesis. Corpus BLEU sums the counts over the whole corpus before dividing, and
+# most as many times as it occurs in the reference where it occurs most (clipping), over the number
+# of n-grams in the hypothesis. Corpus BLEU sums the counts over the whole corpus before dividing, and
 # multiplies the geometric mean by a **brevity penalty**:
 #
 # $$\text{BLEU} = \text{BP}\cdot\exp\Big(\tfrac14\sum_{n=1}^{4}\log p_n\Big), \qquad
@@ -350,8 +357,8 @@ print(f"captions exactly right: {100 * exact.mean():.1f}%")
 # BLEU's numbers depend on details a paper rarely states - the tokeniser, lowercasing, the smoothing
 # of zero counts - which is why `sacrebleu` exists: one reference implementation with a printed
 # signature {cite}`post2018sacrebleu`. We match its defaults: the "13a" tokeniser (punctuation split
-# off; on our lowercase text a regular expression does the same), case kept, and the 'exp' smoothing,
-# which replaces the $k$-th zero count by $1/(2^k \cdot \text{total})$. First, the per-sentence
+# off; on our lowercase text a regular expression does the same), case kept, and the 'exp' smoothing, which replaces the $k$-th precision with no match by
+# $1/(2^k \cdot \text{total})$ (and returns 0 when nothing matches at all). First, the per-sentence
 # statistics:
 #
 # %%
@@ -421,7 +428,7 @@ def corpus_bleu(hypotheses, references, max_n=4):
 # `corpus_bleu` (which takes references as *streams*, one list per reference position) must give our
 # score.
 #
-# %%
+# %% tags=nbval-check-output
 tokenizer = Tokenizer13a()
 texts = said + canonical + [p for four in paraphrases for p in four]
 same_tokens = all(bleu_words(t) == tokenizer(t).split() for t in texts)
@@ -436,7 +443,7 @@ for name, refs in (
     streams = [list(stream) for stream in zip(*refs, strict=True)]  # sacrebleu's layout
     theirs = sacrebleu.corpus_bleu(said, streams).score
     print(
-        f"{name}: ours {ours:.4f}  sacrebleu {theirs:.4f}  "
+        f"{name}: ours {ours:.2f}  sacrebleu {theirs:.2f}  "
         f"agree to 1e-9: {abs(ours - theirs) < 1e-9}"
     )
 #
@@ -537,7 +544,7 @@ def cider_d(hypotheses, references, max_n=4, sigma=6.0):
 # The toolkit's `Cider` scorer takes dictionaries of references and candidates keyed by image. (Its
 # tokeniser needs Java, so we skip it and pass the same tokens we use.)
 #
-# %%
+# %% tags=nbval-check-output
 scorer = coco_cider.Cider()
 for name, refs in (("1 reference", one_reference), ("5 references", references)):
     ours = cider_d(said, refs)
@@ -548,8 +555,8 @@ for name, refs in (("1 reference", one_reference), ("5 references", references))
     theirs_mean, theirs = scorer.compute_score(gts, res)
     gap = np.abs(ours - theirs).max()
     print(
-        f"{name}: ours {ours.mean():.4f}  pycocoevalcap {theirs_mean:.4f}  "
-        f"largest per-image gap {gap:.0e}"
+        f"{name}: ours {ours.mean():.3f}  pycocoevalcap {theirs_mean:.3f}  "
+        f"every image agrees to 1e-12: {gap < 1e-12}"
     )
 cider_model = cider_d(said, one_reference)
 low, high = bootstrap_interval(lambda idx: float(cider_model[idx].mean()), 1000)
@@ -594,7 +601,8 @@ print("paraphrase:", paraphrase[3])
 #
 # %% [markdown]
 # Each candidate is scored against the one canonical reference, beside the share of captions that
-# are actually true:
+# are exactly the canonical one (the paraphrases are all true, in other words; the wrong captions
+# are all false):
 #
 # %%
 candidates = {
@@ -602,22 +610,22 @@ candidates = {
     "one colour wrong": wrong,
     "paraphrase (true)": paraphrase,
 }
-correct = {
+correct = {  # exactly the canonical caption (the paraphrase is true in other words)
     "model's captions": 100 * exact.mean(),
     "one colour wrong": 0.0,
     "paraphrase (true)": 100.0,
 }
-print(f"{'candidate':<20}{'true (%)':>9}{'BLEU, 1 ref':>13}{'CIDEr-D, 1 ref':>16}")
+print(f"{'candidate':<20}{'exact (%)':>10}{'BLEU, 1 ref':>13}{'CIDEr-D, 1 ref':>16}")
 for name, texts in candidates.items():
     bleu = corpus_bleu(texts, one_reference)
     cider = cider_d(texts, one_reference).mean()
-    print(f"{name:<20}{correct[name]:>9.1f}{bleu:>13.1f}{cider:>16.2f}")
+    print(f"{name:<20}{correct[name]:>10.1f}{bleu:>13.1f}{cider:>16.2f}")
 #
 # %% [markdown]
 # Against one reference, the fluent wrong caption scores 75.0 BLEU and the true paraphrase 43.8:
-# BLEU prefers a false caption in the expected words to a true one in other words. CIDEr-D narrows the gap but keeps the order (5.05 against 1.98): the changed colour is a rare, heavily weighted
-# word, but the paraphrase shares few phrases at all. The model's captions, right only 60.0% of the
-# time, outscore both. Papers evaluate against several references to soften this. How much do
+# BLEU prefers a false caption in the expected words to a true one in other words. CIDEr-D keeps the order, by about the same margin relative to its maximum (5.05 against 1.98 of a
+# possible 10): the changed colour is a rare, heavily weighted
+# word, but the paraphrase shares few phrases at all. The model's captions, exactly right only 60.0% of the time, outscore both. Papers evaluate against several references to soften this. How much do
 # more references help, and whom?
 #
 # %%
@@ -643,10 +651,12 @@ plotting.line_sweep(
 #
 # %% [markdown]
 # With five references the paraphrase climbs from 43.8 to 81.9, level with the model's captions;
-# the fluent wrong caption stays at 75.0, since its one wrong word is in no reference. So a BLEU
+# the fluent wrong caption stays at 75.0: every n-gram of it that could match already matches the
+# canonical reference, and the paraphrases add none of the ones around the wrong word. So a BLEU
 # number means nothing without its number of references: the same true captions moved by 38 points.
-# (COCO has five references per image {cite}`vedantam2015cider`; many newer benchmarks have one.)
-# And even with five, BLEU ranks the wrong caption within 7 points of correct ones: one wrong colour
+# (COCO Captions has five references per image {cite}`chen2015cococaptions`; many newer benchmarks
+# have one.)
+# And even with five, BLEU ranks the wrong caption about 7 points below correct ones: one wrong colour
 # costs a caption its truth but only a few n-grams.
 #
 # %% [markdown]
@@ -775,7 +785,7 @@ def clip_features(clip, images):
 # classes, with 16 Euler steps and guidance 3.
 #
 # %%
-real_images, _ = generation.large_objects(4000, seed=99)  # held out from training
+real_images, real_labels = generation.large_objects(4000, seed=99)  # held out
 real = (real_images + 1) / 2  # [4000, 3, 16, 16] in [0, 1]
 sample_labels = torch.arange(generation.N_CLASSES).repeat(20)  # 20 of every class
 start = time.perf_counter()
@@ -793,7 +803,7 @@ fake_features = clip_features(clip, fake)  # [480, 64]
 # computes the trace term (the two products have the same eigenvalues); `torchmetrics`'
 # `FrechetInceptionDistance` accepts any feature extractor, so we hand it the tiny CLIP's.
 #
-# %%
+# %% tags=nbval-check-output
 def scipy_frechet(a, b):
     """The usual formula with scipy's matrix square root (pytorch-fid's way)."""
     a, b = a.double().numpy(), b.double().numpy()
@@ -818,54 +828,83 @@ fid_metric.update(fake, real=False)
 ours = frechet_distance(real_a[:480], fake_features)
 theirs = scipy_frechet(real_a[:480], fake_features)
 tm = fid_metric.compute().item()
-print(f"ours {ours:.6f} | scipy {theirs:.6f} | torchmetrics {tm:.6f}")
+print(f"ours {ours:.4f} | scipy {theirs:.4f} | torchmetrics {tm:.4f}")
 print(
-    f"relative gaps: scipy {abs(ours - theirs) / theirs:.0e}, "
-    f"torchmetrics {abs(ours - tm) / tm:.0e}"
+    f"agree to 1e-6 (relative): scipy {abs(ours - theirs) < 1e-6 * theirs}, "
+    f"torchmetrics {abs(ours - tm) < 1e-6 * tm}"
 )
+
+
 #
 # %% [markdown]
 # **FID is biased.** The covariance of $n$ samples is an estimate, and its errors add to the
 # distance: two samples of the *same* distribution have a positive FID that shrinks as $n$ grows.
 # Chong and Forsyth showed that this bias depends on the generator, so comparing two models at a
-# fixed $n$ can rank them by their bias {cite}`chong2020fid`. We measure it: FID between two disjoint
-# sets of real images, and between generated and real images, at five set sizes, five random subsets
-# each.
+# fixed $n$ can rank them by their bias {cite}`chong2020fid`. We measure it at five set sizes, with
+# 20 random draws of each: FID between two disjoint sets of real images drawn at random, the same
+# with each set **class-matched** ($n/24$ images of each class, as the generated set is built), and
+# generated against real images, both class-matched.
 #
 # %%
-sizes = [25, 50, 100, 200, 480]
-draws = np.random.default_rng(3)
-curve = {"real vs real": [], "generated vs real": []}
+def subset(labels, n, rng, matched):
+    """n positions of `labels` at random, or n / 24 of each class (class-matched)."""
+    if not matched:
+        return torch.from_numpy(rng.choice(len(labels), n, replace=False))
+    pools = [(labels == c).nonzero()[:, 0] for c in range(generation.N_CLASSES)]
+    per_class = n // generation.N_CLASSES
+    return torch.cat([p[rng.choice(len(p), per_class, replace=False)] for p in pools])
+
+
+labels_a, labels_b = real_labels[:2000], real_labels[2000:]
+sizes, runs = [24, 48, 96, 192, 480], 20
+rng = np.random.default_rng(3)
+curves = {
+    "real vs real": [],
+    "real vs real, class-matched": [],
+    "generated vs real": [],
+}
 for n in sizes:
-    same, other = [], []
-    for _ in range(5):  # five random subsets per size
-        pick_a, pick_b = (
-            draws.choice(2000, n, replace=False),
-            draws.choice(2000, n, False),
+    for name, values in curves.items():
+        matched = name != "real vs real"
+        first = fake_features if name.startswith("generated") else real_a
+        first_labels = sample_labels if name.startswith("generated") else labels_a
+        values.append(
+            [
+                frechet_distance(
+                    first[subset(first_labels, n, rng, matched)],
+                    real_b[subset(labels_b, n, rng, matched)],
+                )
+                for _ in range(runs)
+            ]
         )
-        same.append(frechet_distance(real_a[pick_a], real_b[pick_b]))
-        other.append(
-            frechet_distance(fake_features[draws.choice(480, n, False)], real_b[pick_b])
-        )
-    curve["real vs real"].append(np.mean(same))
-    curve["generated vs real"].append(np.mean(other))
+table = {name: np.array(values) for name, values in curves.items()}  # [sizes, runs]
+print(f"{'n':>4}" + "".join(f"{name:>30}" for name in table))
+for i, n in enumerate(sizes):
     print(
-        f"n = {n:>4}: real vs real {np.mean(same):6.3f}   "
-        f"generated vs real {np.mean(other):6.3f}"
+        f"{n:>4}"
+        + "".join(f"{v[i].mean():>21.3f} +- {v[i].std():.3f}" for v in table.values())
     )
 #
 # %% [markdown]
 # The bias is roughly linear in $1/n$, so Chong and Forsyth fit $\text{FID}_n = \text{FID}_\infty
-# + k/n$ and report the intercept $\text{FID}_\infty$ {cite}`chong2020fid`:
+# + k/n$ and report the intercept $\text{FID}_\infty$ {cite}`chong2020fid`. We fit each of the 20
+# draws and give the spread of the fits:
 #
 # %%
 inverse = 1 / np.array(sizes, dtype=float)
-for name, values in curve.items():
-    slope, intercept = np.polyfit(inverse, values, 1)  # FID_n = FID_inf + slope / n
-    print(f"{name:<18}: FID at n = infinity {intercept:6.3f}, slope {slope:5.2f} / n")
+for name, values in table.items():
+    fits = np.array(
+        [np.polyfit(inverse, values[:, r], 1) for r in range(runs)]
+    )  # slope, b
+    slope, intercept = fits[:, 0], fits[:, 1]
+    print(
+        f"{name:<28}: FID at n = infinity {intercept.mean():.3f} "
+        f"({intercept.min():.3f} to {intercept.max():.3f}), slope {slope.mean():.2f} "
+        f"({slope.min():.2f} to {slope.max():.2f}) / n"
+    )
 plotting.line_sweep(
     sizes,
-    curve,
+    {name: values.mean(1) for name, values in table.items()},
     logx=True,
     title="Fewer samples, larger FID: the bias is the metric's",
     xlabel="images per set (n)",
@@ -873,11 +912,18 @@ plotting.line_sweep(
 )
 #
 # %% [markdown]
-# Two real samples of 25 images score 0.101: worse than our generator measured with 200 images
-# (0.099). The fitted $\text{FID}_\infty$ of real against real is 0.004, near the 0 it should be,
-# and the generator's is 0.079, with a larger slope: its bias is not the real data's bias, as Chong
-# and Forsyth warn. An FID is only comparable with another at the same $n$ and the same features;
-# report $n$, or report $\text{FID}_\infty$.
+# Three readings. First, most of what looks like small-sample bias between random real sets is the
+# class mix: two random sets of 24 real images score 0.129 (give or take 0.055 over the draws) - worse
+# than our generator at 480 images (0.088) - while two class-matched sets of 24 score 0.015.
+# Sample the real set the way the generated one is built. Second, even class-matched, FID falls with
+# $n$ (from 0.015 at 24 images to 0.001 at 480 for real against real): that is the bias of estimating
+# a covariance from few samples. Third, extrapolated to $n = \infty$, the generator scores 0.088
+# (0.079 to 0.098 over the draws) and class-matched real against real 0.000, as it should. Chong and
+# Forsyth found that the slope differs between generators, so that a fixed $n$ can rerank models
+# {cite}`chong2020fid`; here the generator's slope (0.51, from -0.16 to 1.26 over the draws) and the
+# real data's (0.35, 0.22 to 0.55) cannot be told apart at these sizes. An FID is comparable with
+# another only at the same $n$, with the same features and the same sampling of the real set: report
+# all three, or report $\text{FID}_\infty$.
 #
 # %% [markdown]
 # ## 9.8 Word error rate, checked once more
@@ -887,7 +933,7 @@ plotting.line_sweep(
 # with an interval. WER is a ratio of sums (all edits over all reference words), so the bootstrap
 # resamples utterances and recomputes the ratio.
 #
-# %%
+# %% tags=nbval-check-output
 voice = speech.asr_test_sets(speech.load_spoken_words())["held-out voice"]
 heard = speech.recognise(asr, voice.waveforms)
 edits = np.array(
@@ -925,7 +971,8 @@ probe_scenes = tiny_vlm.scenes(500, tiny_vlm.TEST_SEED)  # new scenes
 asked = alignment.pope_questions(probe_scenes, popular, seed=5)  # 4 per scene
 print(f"{len(asked)} questions: per scene one 'yes' and one 'no' of each negative kind")
 for q in asked[:4]:
-    print(f"  {q['negative']:<12}{q['question']:<34}truth: {q['answer']}")
+    kind = "present" if q["negative"] == "none" else q["negative"]
+    print(f"  {kind:<12}{q['question']:<34}truth: {q['answer']}")
 
 
 @torch.no_grad()
@@ -961,6 +1008,23 @@ def pope_from_counts(present, invented):
     }
 
 
+def pope_intervals(yes, column):
+    """95% intervals over scenes: F1 and yes-ratio of one kind of negative."""
+    intervals = {}
+    for metric in ("F1", "yes-ratio"):
+
+        def statistic(idx, m=metric):
+            return pope_from_counts(yes[idx, 0], yes[idx, column])[m]
+
+        intervals[metric] = bootstrap_interval(statistic, len(yes))
+    return intervals
+
+
+#
+# %% [markdown]
+# The two models, each kind of negative with its intervals:
+#
+# %%
 pope_results = {}
 print(
     f"{'model':<14}{'negatives':<13}{'acc':>6}{'prec':>7}{'rec':>7}"
@@ -971,13 +1035,7 @@ for name, model in (("TinyVLM", vlm), ("TinyVLM + DPO", aligned)):
     for column, negative in enumerate(alignment.NEGATIVES, start=1):
         scores = pope_from_counts(yes[:, 0], yes[:, column])
         pope_results[name, negative] = scores
-        ci = {}
-        for metric in ("F1", "yes-ratio"):
-
-            def statistic(idx, m=metric, c=column, y=yes):
-                return pope_from_counts(y[idx, 0], y[idx, c])[m]
-
-            ci[metric] = bootstrap_interval(statistic, len(yes))
+        ci = pope_intervals(yes, column)
         print(
             f"{name:<14}{negative:<13}{scores['accuracy']:6.1f}"
             f"{scores['precision']:7.1f}"
@@ -994,8 +1052,8 @@ for name, model in (("TinyVLM", vlm), ("TinyVLM + DPO", aligned)):
 # truth is 50%: well below means a cautious model that denies objects it sees (our model before
 # DPO); well above means a model that says "yes" to please, inventing objects - the failure POPE was
 # built to expose, and the one several instruction-tuned models of 2023 showed, answering "yes" to
-# nearly everything {cite}`li2023pope`. The aligned model errs slightly that way on adversarial
-# negatives (57.1%). And F1 alone can mislead, because "always yes" is a strong baseline on it:
+# nearly everything {cite}`li2023pope`. The aligned model errs slightly that way: its yes-ratio is above 50% on random (54.3%) and most
+# of all on adversarial negatives (57.1%), while popular negatives sit at 51.1%. And F1 alone can mislead, because "always yes" is a strong baseline on it:
 #
 # %% tags=nbval-check-output
 always_yes = pope_from_counts(np.ones(500, bool), np.ones(500, bool))
@@ -1015,8 +1073,9 @@ print(
 # Open-ended answers have no single reference, so benchmarks such as MM-Vet and MT-Bench ask a
 # strong model to grade them {cite}`yu2024mmvet,zheng2023judge`. Zheng et al. measured what such a
 # judge brings with it: shown two answers, GPT-4 gave the same verdict after the answers' order was
-# swapped only 65.0% of the time, and Claude-v1 only 23.8% (**position bias**); judges also preferred
-# answers padded with repetition (**verbosity bias**) {cite}`zheng2023judge`. We build judges from
+# swapped only 65.0% of the time, and Claude-v1 only 23.8% (**position bias**); and Claude-v1 and
+# GPT-3.5, much less GPT-4, preferred answers padded with repetition (**verbosity bias**)
+# {cite}`zheng2023judge`. We build judges from
 # the book's own models and measure both.
 #
 # A judge here is the TinyVLM fine-tuned to compare two answers to a question about an image, one
@@ -1085,6 +1144,12 @@ def judge_target(pair, right_first, verdict):
     return pair["answer"]  # the right answer itself
 
 
+#
+# %% [markdown]
+# Training is chapter 5's loss on the verdict token only, with the image tower frozen, as chapter 8
+# aligned the TinyVLM:
+#
+# %%
 def train_judge(pairs_in, features, verdict, steps=300, seed=0):
     """A copy of the TinyVLM taught to pick the right answer of each pair."""
     order = (
@@ -1121,7 +1186,7 @@ def train_judge(pairs_in, features, verdict, steps=300, seed=0):
 #
 # %% [markdown]
 # A verdict is read from the judge's first token: the side it names (and what sits on that side), or
-# the answer it names. The judged pairs are about 500 new scenes.
+# the answer it names.
 #
 # %%
 @torch.no_grad()
@@ -1146,6 +1211,11 @@ def verdicts(judge, features, pairs_in, right_first, verdict):
     )
 
 
+#
+# %% [markdown]
+# The judges learn from pairs about 3,000 training scenes and are tested on pairs about 500 new ones:
+#
+# %%
 judge_scenes, judged_scenes = tiny_vlm.scenes(3000, 41), tiny_vlm.scenes(500, 43)
 with torch.no_grad():
     judge_features = vlm.features(judge_scenes.images.to(device))
@@ -1186,14 +1256,14 @@ for verdict, judge in judges.items():
         )
 #
 # %% [markdown]
-# The position judge is right
-# 98.8% of the time on colour questions when the right answer is shown second and 1.8% when it is
-# shown first: it says "right" almost always, whatever it is shown, and its verdict flips on 99.4% of
-# colour pairs. Over all kinds it flips on 74.0% of pairs. The answer judge, trained on the same data
-# for the same steps, flips on 2.0%. Both judges start from the same model that can see the colours
-# (chapter 5 found it almost always right on colour questions); only the position judge must also learn to map what
-# it sees onto a side, and at 300 steps it has mostly learned a default side instead. Both are
-# measured at this one budget of 300 steps; the GPU section trains longer.
+# In this run (seed 0) the position judge is right 98.8% of the time on colour questions when the
+# right answer is shown second and 1.8% when it is shown first: it names the side "right" almost
+# always, whatever it is shown, and its verdict flips on 99.4% of colour pairs. Over all kinds it
+# flips on 74.0% of pairs. The answer judge, trained on the same data for the same steps, flips on
+# 2.0%. Both judges start from the same model, which answers colour questions almost always right
+# (chapter 5); we suspect that the position judge, which must also learn to map what it sees onto a
+# side, has at 300 steps mostly learned a default side instead - a suspicion the GPU section tests
+# by training longer. Both judges are measured at this one budget of 300 steps.
 #
 # **The standard mitigation** asks twice, in both orders, and calls a disagreement a tie - what
 # MT-Bench's judge does {cite}`zheng2023judge`. Its costs are twice the calls and fewer decisions:
@@ -1223,9 +1293,8 @@ for verdict, (first, second) in both_orders.items():
 # %% [markdown]
 # For the position judge, asking twice raises the share of right verdicts from 58.9% to 77.9% - but
 # only among the 26.0% of pairs it still decides; the rest become ties. For the answer judge the
-# protocol costs twice the calls to move from 98.4% to 99.2% right, on 94.9% of pairs. The cheapest
-# mitigation here was not the protocol but the design: a verdict that names content cannot depend on
-# position. That is only possible when answers are short enough to be named; long answers need a
+# protocol costs twice the calls to move from 98.4% to 99.2% right, on 94.9% of pairs. The cheapest mitigation here was not the protocol but the design: a verdict that names content
+# depended much less on position (2.0% flips against 74.0%). That is only possible when answers are short enough to be named; long answers need a
 # label, and then the order must be swapped.
 #
 # **Verbosity.** Does the judge prefer the longer answer? Padding was independent of being right in
@@ -1262,12 +1331,43 @@ for name, pairs_in in tests.items():
 # %% [markdown]
 # The judge trained where length went with being right learned length: when the wrong answer is
 # the padded one, it picks it almost every time (right 5.6%), and when the right one is padded it is
-# never wrong (100.0%) - on the same questions where, unpadded, it is right 58.0% of the time. The
-# judge trained on balanced data shows no such swing (57.3%, 63.6%, 56.2%; we read the 6-point
-# differences as noise of one run, not as a bias). So the bias came from the data, not from the
-# architecture: the single factor that differs between the two judges. A reader should ask of every
+# never wrong (100.0%) - on the same questions where, unpadded, it is right 58.0% of the time. The judge trained on balanced data shows no such swing (57.3%, 63.6%, 56.2%); whether its
+# smaller differences are a bias or the noise of one run, the seeds below tell. So the large bias
+# came from the data, not from the architecture: the single factor that differs between the two
+# position judges. A reader should ask of every
 # model-graded benchmark which judge, which prompt, whether the order was swapped, and whether
 # longer answers were controlled for.
+#
+# %% [markdown]
+# **Three seeds.** Each judge above is one training run, and the seed draws both the order in which
+# pairs are shown during training and the batches. The runs file repeats all three judges under
+# seeds 0 to 2 (`scripts/ch09_runs.py`, which runs this lesson's own cells, so seed 0 is the run
+# above):
+#
+# %%
+seed_runs = json.loads(
+    resources.files("utils.data").joinpath("ch09_runs.json").read_text()
+)
+judge_runs = list(seed_runs["judges"].values())
+print(f"{'judge, seeds 0-2':<24}{'verdict flips (%)':>22}{'right, one call (%)':>24}")
+for name in ("position", "answer", "length-biased position"):
+    flips = [run[name]["flips"]["all"] for run in judge_runs]
+    once = [run[name]["once_right"] for run in judge_runs]
+    print(f"{name:<24}{training.spread(flips):>22}{training.spread(once):>24}")
+print("right (%) on each kind of test pair, seeds 0-2:")
+for name in ("position", "length-biased position"):
+    for test_name in ("both short", "wrong answer padded", "right answer padded"):
+        values = [run[name]["verbosity"][test_name] for run in judge_runs]
+        print(f"  {name:<24}{test_name:<22}{training.spread(values)}")
+#
+# %% [markdown]
+# Across seeds the position judge flips on 63.8% of pairs on average (56.7% to 74.0%: seed 0 was
+# the most biased) and the answer judge on 1.3% (0.6% to 2.0%): the gap is far larger than either's
+# spread. The length-biased judge is right only 7.4% of the time on average when the wrong answer is
+# padded (5.6% to 11.1%), against 64.2% for the balanced position judge on the same pairs: the
+# verbosity bias holds on every seed. The balanced judge's own differences between the three kinds of
+# pair are within its seed spread (its "both short" score alone ranges over 7 points), though on all three seeds it was right more often when the wrong answer was padded than when the
+# right one was: we cannot rule out a slight preference for short answers.
 #
 # %% [markdown]
 # ## 9.11 Contamination: when the test was in the training data
@@ -1315,25 +1415,58 @@ def flagged(test_texts, train_texts, n):
 # clean ones are flagged?
 #
 # %%
-print(f"{'n':>3}{'checkable':>11}{'leaked found':>14}{'clean flagged':>15}")
+print(f"{'':>16}{'of all captions':^30}{'of the checkable ones':^30}")
+print(
+    f"{'n':>3}{'checkable':>12}{'leaked found':>15}{'clean flagged':>15}"
+    f"{'leaked found':>15}{'clean flagged':>15}"
+)
 for n in (4, 8, 13):
     checkable = np.array([len(tiny_vlm.words(c)) >= n for c in test.captions])
     hit = flagged(test.captions, leak_captions, n)
+    shares = [
+        hit[leaked],
+        hit[~leaked],
+        hit[leaked & checkable],
+        hit[~leaked & checkable],
+    ]
     print(
-        f"{n:>3}{100 * checkable.mean():>10.1f}%{100 * hit[leaked].mean():>13.1f}%"
-        f"{100 * hit[~leaked].mean():>14.1f}%"
+        f"{n:>3}{100 * checkable.mean():>11.1f}%"
+        + "".join(f"{100 * share.mean():>14.1f}%" for share in shares)
     )
 
 
 #
 # %% [markdown]
 # The check fails in both directions. At $n = 4$ it flags everything, clean or leaked, since every
-# caption shares a phrase like "a large red circle" with training. At $n = 13$ it flags few clean
-# captions (8.8%) but finds only a third of the leaked ones (33.2%): only 32.1% of the captions have
-# 13 words at all, and a 4-word caption can never be checked. Templated text, like many
-# benchmarks' questions, repeats its n-grams by design. In multimodal data the image is part of the
-# item, and a text check cannot see it: the reliable check is on the image, by exact or perceptual
-# hash (chapter 8's tools). The n-gram overlap as PaLM defined it is exercise 9.5.
+# caption shares a phrase like "a large red circle" with training. At $n = 13$ it finds only a third
+# of the leaked captions (33.2%), because only 32.1% of the captions have 13 words at all - a 4-word
+# caption can never be checked - and among the captions long enough to check it still flags 28.4%
+# of the clean ones. Templated text, like many benchmarks' questions, repeats its n-grams by design.
+# (PaLM's rule, a share of the n-grams rather than any one, is exercise 9.5.)
+#
+# In multimodal data the image is part of the item, and a text check cannot see it. Here the leak
+# copied images exactly, so an exact hash of the pixels - chapter 8's first deduplication step -
+# should find every leaked scene:
+#
+# %%
+def pixel_hash(image):
+    """The SHA-256 of an image's 8-bit pixels: equal only for identical images."""
+    return hashlib.sha256((image * 255).round().byte().numpy().tobytes()).hexdigest()
+
+
+training_hashes = {pixel_hash(image) for image in leak_images}
+found = np.array([pixel_hash(image) in training_hashes for image in test.batch.images])
+print(
+    f"pixel hash: leaked scenes found {100 * found[leaked].mean():.1f}%, "
+    f"clean scenes flagged {100 * found[~leaked].mean():.1f}%"
+)
+
+
+#
+# %% [markdown]
+# Every leaked scene is found and no clean one is flagged - for exact copies. A copy re-encoded,
+# resized or redrawn would need chapter 8's perceptual hash, with its own threshold and its own
+# misses.
 #
 # Now the damage. We fine-tune a copy of the TinyVLM on captions only (its tower frozen), 300 steps
 # of 64, and compare exact-match captioning on the leaked and the clean halves, before and after.
@@ -1346,30 +1479,31 @@ def caption_exact(model):
     return np.array([s == c for s, c in zip(out, canonical, strict=True)])
 
 
-tokens, labels = tiny_vlm.encode(
-    [tiny_vlm.CAPTION_PROMPT] * len(leak_captions), leak_captions, 24
-)
-with torch.no_grad():
-    leak_features = vlm.features(leak_images.to(device))
-contaminated = copy.deepcopy(vlm).train()
-trainable = [
-    w for name, w in contaminated.named_parameters() if not name.startswith("tower.")
-]
-optimizer = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.0)
-batches = torch.Generator().manual_seed(0)
+def fine_tune(images, captions, steps=300, seed=0):
+    """A copy of the TinyVLM trained on (image, caption) pairs, its tower frozen."""
+    prompts = [tiny_vlm.CAPTION_PROMPT] * len(captions)
+    tokens, labels = tiny_vlm.encode(prompts, captions, 24)  # [N, 24] each
+    with torch.no_grad():
+        features = vlm.features(images.to(device))
+    model = copy.deepcopy(vlm).train()
+    trainable = [
+        w for name, w in model.named_parameters() if not name.startswith("tower.")
+    ]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.0)
+    batches = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        pick = torch.randint(len(captions), (64,), generator=batches)
+        loss = tiny_vlm.vlm_loss(
+            model, features[pick], tokens[pick].to(device), labels[pick].to(device)
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
 start = time.perf_counter()
-for _ in range(300):
-    pick = torch.randint(len(leak_captions), (64,), generator=batches)
-    loss = tiny_vlm.vlm_loss(
-        contaminated,
-        leak_features[pick],
-        tokens[pick].to(device),
-        labels[pick].to(device),
-    )
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-contaminated.eval()
+contaminated = fine_tune(leak_images, leak_captions)
 print(f"fine-tuned for 300 steps in {time.perf_counter() - start:.0f} s")
 #
 # %% [markdown]
@@ -1406,23 +1540,39 @@ print(
 # test that no longer tests anything.
 #
 # %% [markdown]
+# The runs file repeats the fine-tuning under seeds 0 to 2 (the leak is the same; the seed draws the
+# batches):
+#
+# %%
+leak_runs = list(seed_runs["contamination"].values())
+for half in ("leaked", "clean"):
+    change = [run["change"][half] for run in leak_runs]
+    print(f"change on the {half} half, seeds 0-2: {training.spread(change)} points")
+inflation_by_seed = [run["inflation"] for run in leak_runs]
+print(f"inflation, seeds 0-2: {training.spread(inflation_by_seed)} points")
+#
+# %% [markdown]
+# On every seed the clean half barely moves (0.2 points on average, -1.4 to 1.4) and the leaked half
+# gains 15.8 points (14.6 to 17.8); the inflation is 15.6 points on average, 14.4 at least.
+#
+# %% [markdown]
 # ## 9.12 The benchmark landscape
 #
 # The field reports a handful of public benchmarks. Each tests a slice of what a VLM should do, and
-# each has been found to measure something else as well. The failure modes below are published ones;
-# the sizes are the benchmarks' own.
+# each has been found to measure something else as well. The failure modes below are published
+# (with a citation) or follow from how the benchmark is scored; the sizes are the benchmarks' own.
 #
 # | Benchmark | What it measures | Size | Scored by | A known failure mode |
 # |---|---|---|---|---|
 # | MMMU {cite}`yue2024mmmu` | college-level questions over charts, diagrams, maps, music sheets, chemical structures; 30 subjects | 11.5K questions (validation 900, test 10,500) | accuracy | many questions are answerable without the image {cite}`chen2024mmstar` |
 # | MMBench {cite}`liu2024mmbench` | 20 fine-grained perception and reasoning abilities, in English and Chinese | about 3,000 multiple-choice questions | CircularEval: right only if right under every rotation of the options | option-order bias, which CircularEval was built to remove |
 # | DocVQA {cite}`mathew2021docvqa` | extractive questions on scanned documents | 50,000 questions on 12,767 images | ANLS: normalised edit similarity, 0 below 0.5 | a string metric scores the answer's format, so harnesses instruct "a single word or phrase" |
-# | OCRBench {cite}`liu2024ocrbench` | reading text: recognition, scene-text and document VQA, key information, handwritten maths | 1,000 questions from 29 datasets | a hit if the answer appears in the output | substring matching favours long outputs; near the ceiling, so a v2 followed |
+# | OCRBench {cite}`liu2024ocrbench` | reading text: recognition, scene-text and document VQA, key information, handwritten maths | 1,000 questions from 29 datasets | a hit if the answer appears in the output | substring matching favours long outputs, which contain more strings |
 # | MathVista {cite}`lu2024mathvista` | mathematical reasoning over figures, plots and puzzles | 6,141 examples (testmini 1,000) | accuracy after answer extraction | a text-only GPT-4 given captions and OCR beats random chance by far {cite}`lu2024mathvista` |
 # | ChartQA {cite}`masry2022chartqa` | questions about real charts that need arithmetic | 9.6K human-written and 23.1K generated questions | relaxed accuracy: a number within 5% | the tolerance accepts near misses as well as rounding |
 # | POPE {cite}`li2023pope` | object hallucination, as "is there a ... in the image?" | 500 COCO images, 3,000 questions per setting, 3 settings | accuracy, precision, recall, F1, yes-ratio | only object existence in a yes/no format: silent on hallucinations in free text |
 # | RefCOCO {cite}`kazemzadeh2014referitgame,yu2016refcoco` | grounding: box the object a phrase refers to | 142,209 expressions for 50,000 objects in 19,994 images | a hit if IoU with the true box is at least 0.5 | a model shown the image *without* the phrase did well {cite}`cirik2018refexp` |
-# | Video-MME {cite}`fu2024videomme` | video understanding from 11 s to an hour, with and without subtitles | 900 videos, 2,700 multiple-choice questions | accuracy | subtitles can stand in for frames; scores depend on how frames are sampled |
+# | Video-MME {cite}`fu2024videomme` | video understanding from 11 s to an hour, with and without subtitles | 900 videos, 2,700 multiple-choice questions | accuracy | scores change with subtitles and with how many frames are sampled, so both must be reported |
 # | MM-Vet {cite}`yu2024mmvet` | integrated skills: recognition, OCR, knowledge, generation, spatial awareness, maths | 200 images, 218 questions | a GPT-4 grader scores each answer from 0 to 1 | the score depends on the grader model and its version (section 9.10) |
 #
 # Three lessons of this chapter reappear in the table. Multiple choice invites position effects, so
@@ -1454,30 +1604,54 @@ print(evaluation.report_table(report))
 print(f"({len(report)} rows in {time.perf_counter() - start:.0f} s)")
 #
 # %% [markdown]
+# One model in the table is a choice among several: chapter 8 aligned the TinyVLM under three seeds,
+# and the zoo keeps seed 0. Chapter 8's runs file gives the spread of two numbers the report measured
+# on that one model:
+#
+# %%
+chapter8 = json.loads(
+    resources.files("utils.data").joinpath("ch08_runs.json").read_text()
+)["alignment"]["dpo"]
+for key, label in (
+    ("pope_adversarial_f1", "POPE adversarial F1"),
+    ("vqa_count", "VQA count"),
+):
+    values = [
+        (100 if key.startswith("pope") else 1) * run[key] for run in chapter8.values()
+    ]
+    print(
+        f"chapter 8, DPO + NLL, seeds 0-2, {label + ' (%)':<24}"
+        f"{training.spread(values)}"
+        f"   seed 0: {values[0]:.1f}"
+    )
+#
+# %% [markdown]
 # **Where each model is weak.** The table is the model card; this is its reading.
 #
 # - **Tiny CLIP.** 78.4% zero-shot on colour-shape pairs it never saw (chance 4.2%): it generalises
-#   to new combinations of known words. But it cannot bind: on two-object scenes the true caption and
-#   the colour-swapped one score exactly alike, every time - 50.0 is a coin flip, with no interval,
-#   because every comparison is a tie. Do not use it to judge captions of several objects (section
-#   9.6).
+#   to new combinations of known words. But it cannot bind: on two-object scenes every one of the
+#   500 comparisons between the true caption and the colour-swapped one is an exact tie, so the 50.0
+#   comes only from counting a tie as half a win, and its interval has zero width. Do not use it to
+#   judge captions of several objects (section 9.6).
 # - **TinyVLM.** Colour and count questions at about 95%, but "where is the red circle relative to
-#   the blue square?" at 38.7% [35.0, 42.2], barely above the 25.0% of a guess, and a cautious POPE
-#   profile: yes-ratio 35.6%, F1 45.3 - it denies objects it sees.
-# - **TinyVLM + DPO.** The alignment did what chapter 8 asked of it (POPE F1 89.6, yes-ratio 57.1%),
-#   but the report finds two costs chapter 8 did not measure. Count accuracy fell from 94.7% to 91.3%,
-#   with intervals that no longer overlap; and captioning collapsed, from a CIDEr-D of 8.22 to 2.17.
+#   the blue square?" at 38.7% [35.0, 42.2]: clearly above the 25.0% of a guess, far below the other
+#   kinds. Its POPE profile is cautious: yes-ratio 35.6%, F1 45.3 - it denies objects it sees.
+# - **TinyVLM + DPO.** The alignment did what chapter 8 asked of it (POPE F1 89.6, yes-ratio 57.1%).
+#   The zoo's model is chapter 8's seed 0, the best of its three seeds on this F1 and the worst on
+#   count (91.3% here; 92.9% on average over the seeds, as chapter 8 reported). What chapter 8 did not
+#   measure is captioning, and it collapsed: a CIDEr-D of 8.22 before alignment, 2.17 after.
 #   Chapter 8 trained and probed one-word answers only; the cell below shows what the aligned model
 #   now writes when asked to describe an image. An evaluation that covers only what was optimised
 #   will miss what was broken.
 # - **Tiny ASR.** 0.0% WER on new orders of the recordings it trained on is a saturated test - it
 #   shows only that nothing was forgotten. Recordings it never heard from known voices: 10.2%; the
-#   voice it never heard: 43.8% [40.4, 47.1]. It has not learned to generalise across speakers.
-# - **Tiny generator.** Adherence 53.3% [47.1, 60.0] with 16 steps: the judge names the intended
-#   class about half the time (chance 4.2%). Its FID is 0.093 where two real sets give 0.001 at the
-#   same $n$ and class balance. The FID interval is only rough: a bootstrap resample repeats images,
-#   which itself shrinks the sample's spread and moves FID (section 9.7's bias), so the interval is
-#   not centred on the value.
+#   one voice it never heard: 43.8% [40.4, 47.1], an interval over that speaker's utterances, not over
+#   speakers. We suspect it would do as badly on other new voices, but one voice cannot show it.
+# - **Tiny generator.** Adherence 53.3% [47.1, 60.0] with 16 steps, to be read against the judge's
+#   own accuracy on real images of the same classes (the reference column), not only against chance.
+#   Its FID is 0.093 where two class-matched real sets give 0.001 at the same $n$ (section 9.7 showed
+#   how much class matching lowers the floor). The FID interval is rough: it resamples the generated
+#   set only, and a resample repeats images, which itself moves FID (section 9.7's bias).
 #
 # %% [markdown]
 # The captions behind the collapse - three scenes, before and after alignment:
@@ -1610,7 +1784,7 @@ ch09.expected_recall_at_k.check(expected_recall_at_k)
 # Write `pope_metrics(answers, truths)`: two lists of `"yes"`/`"no"` strings of the same length, the
 # model's answers and the true ones. With "yes" as the positive class, return a dict with the
 # fractions (in $[0, 1]$) `accuracy`, `precision`, `recall`, `f1` (the harmonic mean of precision and
-# recall) and `yes_ratio` (the share of the model's answers that are "yes"). A precision or F1 whose
+# recall) and `yes_ratio` (the share of the model's answers that are "yes"). Any ratio whose
 # denominator is 0 is 0.0.
 #
 # %% tags=nbval-check-output
@@ -1652,8 +1826,7 @@ ch09.gaussian_frechet.check(gaussian_frechet)
 # a number. Words are the pieces of `text.split()`. For each test text return the fraction of its
 # n-grams - counted position by position, so an n-gram that occurs twice counts twice - that occur in
 # at least one training text (n-grams never run across two training texts), or `None` for a text with
-# fewer than `n` words. Then apply it to section 9.11's captions with `n = 8` and PaLM's threshold:
-# how many leaked and how many clean captions does it flag?
+# fewer than `n` words.
 #
 # %% tags=nbval-check-output
 def ngram_overlap(test_texts, train_texts, n):
@@ -1733,18 +1906,20 @@ else:
 # - Reference-based metrics reward the expected words, not the truth: against one reference a false
 #   caption scored 75.0 BLEU and a true paraphrase 43.8. BLEU depends on the number of references
 #   (the paraphrase rose to 81.9 with five). CLIPScore sees a false colour but, with a bag-of-words
-#   judge, not swapped colours. Report several metrics, each with what it cannot see.
-# - FID is biased upward at small $n$, by an amount that depends on the model: compare FIDs only at
-#   the same $n$ and features, or extrapolate to $\text{FID}_\infty$.
+#   judge, not swapped colours. FID is biased upward at small $n$, more so without class matching:
+#   compare FIDs only at the same $n$, features and sampling. Report several metrics, each with what
+#   it cannot see.
 # - Report precision, recall and the yes-ratio with a hallucination rate. F1 rewards "always yes"
 #   with 66.7; the yes-ratio tells a model that invents objects (above 50%) from one that denies them
 #   (below).
-# - Model judges have position and verbosity biases. Ours flipped its verdict on 74.0% of pairs when
-#   it had to name a side, and 2.0% when it named the answer; trained on data where the right answer
-#   was usually the longer one, it was right only 5.6% of the time when the wrong answer was padded. Swap the order
-#   and call disagreements ties, at twice the cost.
-# - A leaked test set inflated exact match by 16.0 points; n-gram checks could not tell leaked
-#   captions from templated clean ones. Check multimodal items by their images.
+# - Model judges have position and verbosity biases. Ours flipped its verdict on 63.8% of pairs on
+#   average over three seeds when it had to name a side, and on 1.3% when it named the answer;
+#   trained on data where the right answer was usually the longer one, it was right only 7.4% of the
+#   time when the wrong answer was padded. Swap the order and call disagreements ties, at twice the
+#   cost and with fewer decisions.
+# - A leaked test set inflated exact match by 15.6 points on average over three seeds. n-gram checks
+#   could only check the long captions, and even then flagged 28.4% of the clean ones; a hash of the
+#   images found every exact copy. Check multimodal items by their images.
 # - Evaluate what you did not optimise: the report found that chapter 8's alignment, which improved
 #   POPE, broke the TinyVLM's captions.
 #

@@ -1,6 +1,7 @@
 """Copy markdown (and tags) edited in the percent source into the executed notebook, keeping outputs.
-    .venv/bin/python .authoring/ch09/sync_md.py lesson|solutions
-Code cells must be unchanged (else re-execute); the script says which differ."""
+    .venv/bin/python .authoring/ch09/sync_md.py lesson|solutions [--code]
+Code cells must be unchanged (else re-execute); the script says which differ. --code copies code
+too, for edits that cannot change an output (a comment, a docstring)."""
 import subprocess
 import sys
 import nbformat
@@ -16,7 +17,7 @@ changed, stale = 0, []
 for i, (a, b) in enumerate(zip(new.cells, old.cells)):
     assert a.cell_type == b.cell_type, i
     if a.cell_type == "code" and a.source != b.source:
-        if a.source.startswith("# Setup: the same"):
+        if a.source.startswith("# Setup: the same") or "--code" in sys.argv:
             b.source = a.source  # the shared setup cell: same behaviour, house formatting
         else:
             stale.append(i)

@@ -23,7 +23,8 @@ def _count(words, gram):
     return sum(1 for i in range(len(words) - n + 1) if tuple(words[i:i + n]) == gram)
 
 
-def _bleu_reference(hypothesis, references, clip=True, closest=True, geometric=True, brevity=True):
+def _bleu_reference(hypothesis, references, clip=True, closest=True, geometric=True, brevity=True,
+                    shortest=False, summed=False):
     precisions = []
     for n in range(1, 5):
         grams = [tuple(hypothesis[i:i + n]) for i in range(len(hypothesis) - n + 1)]
@@ -32,12 +33,14 @@ def _bleu_reference(hypothesis, references, clip=True, closest=True, geometric=T
         matched = 0
         for gram in set(grams):
             in_hypothesis = _count(hypothesis, gram)
-            best = max(_count(r, gram) for r in references)
+            best = (sum if summed else max)(_count(r, gram) for r in references)
             matched += min(in_hypothesis, best) if clip else (in_hypothesis if best > 0 else 0)
         precisions.append(matched / len(grams))
     if min(precisions) == 0:
         return 0.0
-    if closest:
+    if shortest:
+        ref_length = min(len(r) for r in references)
+    elif closest:
         ref_length = sorted((abs(len(r) - len(hypothesis)), len(r)) for r in references)[0][1]
     else:
         ref_length = sum(len(r) for r in references) / len(references)
@@ -62,6 +65,11 @@ def _bleu_cases() -> list[Case]:
          ["a large red circle left of a blue square", "a red circle left of a square"],
          "two references equally close in length (9 and 7 words around 8)"),
         ("a photo of a circle", ["a large red circle"], "no 4-gram in common: BLEU is 0"),
+        ("a large red circle left of a cross", ["a large red circle left of a blue cross",
+                                                "a red circle"],
+         "references of 9 and 3 words: the closest (9) is longer than the hypothesis (8)"),
+        ("a red circle a red circle a red circle", ["a red circle a cross", "a red circle and a cross"],
+         "a phrase said three times, against two references that each say it once"),
         ("red circle", ["a red circle"], "fewer than 4 words: no 4-gram at all, BLEU is 0"),
         ("a large yellow cross below a small green triangle , with a large blue circle",
          ["a large yellow cross below a small green triangle", "a yellow cross and a green triangle",
@@ -91,6 +99,12 @@ sentence_bleu = Exercise(
         Mistake("did not clip the counts", "A repeated n-gram is credited at most as often as the "
                 "reference that has it most contains it ('the the the' must not match one 'the' three "
                 "times).", lambda h, r: _bleu_reference(h, r, clip=False)),
+        Mistake("used the shortest reference", "r is the length of the reference *closest* to the "
+                "hypothesis's length (the shorter only on a tie), not the shortest reference.",
+                lambda h, r: _bleu_reference(h, r, shortest=True)),
+        Mistake("added the references' counts", "An n-gram is credited at most as many times as it "
+                "occurs in the *one* reference where it occurs most: take the maximum over references, "
+                "not their sum.", lambda h, r: _bleu_reference(h, r, summed=True)),
         Mistake("used the mean reference length", "The brevity penalty uses the length of the "
                 "reference closest to the hypothesis's length, not the average.",
                 lambda h, r: _bleu_reference(h, r, closest=False)),
@@ -164,11 +178,11 @@ expected_recall_at_k = Exercise(
     hints=[
         "For one query, let s be the right item's score. Items scoring more than s are certainly "
         "ranked above it; items scoring exactly s share its place in a random order.",
-        "With `above` items strictly higher and `tied` others equal, the right item's rank is "
-        "above + 1 + U, with U equally likely to be 0, 1, ..., tied. The chance that this rank is at "
-        "most k is the number of U values that fit, clamped to [0, tied + 1], over tied + 1.",
-        "Average that chance over the queries. Without ties it equals ordinary Recall@K; with every "
-        "score equal it is k / G for a gallery of G items (when k <= G).",
+        "If `above` items score strictly higher and `tied` others score the same, the right item is "
+        "equally likely to land at each of the tied + 1 places after the `above` ones. How many of "
+        "those places are among the first k?",
+        "Average that chance over the queries. Check yourself: without ties it equals ordinary "
+        "Recall@K; with every score equal it is k / G for a gallery of G items (when k <= G).",
     ],
     mistakes=[
         Mistake("counted every tie as a win", "Tied items are ranked in random order, so a tie is "
@@ -339,9 +353,9 @@ gaussian_frechet = Exercise(
     hints=[
         "The distance is |mean_a - mean_b|^2 + tr(cov_a) + tr(cov_b) - 2 tr(M), where M is the "
         "matrix square root of cov_a^1/2 cov_b cov_a^1/2 (a symmetric positive semi-definite matrix).",
-        "A symmetric positive semi-definite matrix S = V diag(w) V^T (torch.linalg.eigh) has the square "
-        "root V diag(sqrt(w)) V^T. And tr(M) is simply the sum of the square roots of M's inner "
-        "matrix's eigenvalues. Clamp tiny negative eigenvalues (rounding) to 0 first.",
+        "A symmetric matrix has an eigendecomposition with real eigenvalues (torch.linalg.eigh). "
+        "What do you do to the eigenvalues to get its square root? You never need M itself: its "
+        "trace is a sum over eigenvalues. Rounding can make tiny eigenvalues negative.",
         "Check yourself: with diagonal covariances the answer is |mean_a - mean_b|^2 + "
         "sum_i (sqrt(a_i) - sqrt(b_i))^2, and two identical Gaussians give 0. Return a Python float.",
     ],
