@@ -886,8 +886,8 @@ for i, n in enumerate(sizes):
     )
 #
 # %% [markdown]
-# The bias is roughly linear in $1/n$, so Chong and Forsyth fit $\text{FID}_n = \text{FID}_\infty
-# + k/n$ and report the intercept $\text{FID}_\infty$ {cite}`chong2020fid`. We fit each of the 20
+# The bias is roughly linear in $1/n$, so Chong and Forsyth fit
+# $\text{FID}_n = \text{FID}_\infty + k/n$ and report the intercept $\text{FID}_\infty$ {cite}`chong2020fid`. We fit each of the 20
 # draws and give the spread of the fits:
 #
 # %%
