@@ -2,15 +2,18 @@
 experiment once, under seed 0, and prints these results beside its own):
 
 - "judges": the three judges of section 9.10 (the position and the answer judge on balanced pairs,
-  the position judge on length-biased pairs), seeds 0 to 2, with their flips, the two protocols and
-  the verbosity tests;
+  the position judge on length-biased pairs), seeds 0 to 2, at the lesson's 300 steps and at 1,500,
+  with their accuracy on their own training pairs and on new ones, their flips, the two protocols
+  and the verbosity tests;
+- "aligned_captions": chapter 8's alignment recipe under seeds 0 to 2, with the captions it leaves
+  (the lesson's report measures the zoo's model, seed 0, only);
 - "contamination": section 9.11's fine-tuning on the leaked set, seeds 0 to 2 (the leak itself is
   the same; the seed draws the batches), with exact match on the leaked and the clean halves.
 
-Both run the lesson's own cells (in order, up to the cell that defines what the part needs), so
-seed 0 here equals the lesson's run.
+The judges and the contamination run the lesson's own cells (in order, up to the cell that defines
+what the part needs), so seed 0 here equals the lesson's run.
 
-    .venv/bin/python scripts/ch09_runs.py                        # both parts, about 5 minutes on 2 cores
+    .venv/bin/python scripts/ch09_runs.py                        # every part, about 20 minutes on 2 cores
     .venv/bin/python scripts/ch09_runs.py --part contamination   # one part; the other is kept
 
 Writes utils/data/ch09_runs.json.
@@ -35,6 +38,7 @@ from runs_file import run_parts  # noqa: E402
 OUT = ROOT / "utils" / "data" / "ch09_runs.json"
 LESSON = ROOT / "lessons" / "09_evaluation.ipynb"
 SEEDS = (0, 1, 2)
+STEPS = (300, 1500)  # the lesson's budget, and five times it
 CHOSEN_LESSON = [LESSON]
 
 
@@ -62,7 +66,7 @@ def _share(values: np.ndarray, label: str) -> float:
 
 
 def judges_part() -> dict:
-    """Section 9.10's judges under three seeds."""
+    """Section 9.10's judges under three seeds, at the lesson's 300 steps and at 1,500."""
     ns = lesson_until("length_biased = answer_pairs")
     train_judge, verdicts, answer_pairs = ns["train_judge"], ns["verdicts"], ns["answer_pairs"]
     short, kinds, scenes = ns["short"], ns["kinds"], ns["judged_scenes"]
@@ -71,30 +75,61 @@ def judges_part() -> dict:
              "right answer padded": answer_pairs(scenes, 5, 1.0, 0.0)}
     coin = np.random.default_rng(6).random(len(short)) < 0.5
     runs: dict = {}
+    for steps in STEPS:
+        runs[str(steps)] = {}
+        for seed in SEEDS:
+            row: dict = {}
+            for name, data, verdict in (("position", ns["balanced"], "position"),
+                                        ("answer", ns["balanced"], "answer"),
+                                        ("length-biased position", ns["length_biased"], "position")):
+                judge = train_judge(data, features, verdict, steps=steps, seed=seed)
+                first = verdicts(judge, judged, short, True, verdict)
+                second = verdicts(judge, judged, short, False, verdict)
+                seen = data[:1500]  # its own training pairs, both orders
+                trained = [verdicts(judge, features, seen, o, verdict) for o in (True, False)]
+                once = np.where(coin, first, second)
+                agree = (first == second) & (first != "neither")
+                row[name] = {
+                    "flips": {kind: float(100 * (first[kinds == kind] != second[kinds == kind]).mean())
+                              for kind in ("colour", "shape", "count")}
+                    | {"all": float(100 * (first != second).mean())},
+                    "right_first": _share(first, "right"), "right_second": _share(second, "right"),
+                    "train_right": float(np.mean([_share(v, "right") for v in trained])),
+                    "test_right": float(np.mean([_share(first, "right"), _share(second, "right")])),
+                    "once_right": float(100 * (once[once != "neither"] == "right").mean()),
+                    "tie_decided": float(100 * agree.mean()),
+                    "tie_right": float(100 * (first[agree] == "right").mean()) if agree.any() else float("nan"),
+                    "verbosity": {test: float(np.mean([_share(verdicts(judge, judged, pairs, o, verdict), "right")
+                                                       for o in (True, False)]))
+                                  for test, pairs in tests.items()},
+                }
+            runs[str(steps)][str(seed)] = row
+            print(f"  {steps} steps, seed {seed}: " + ", ".join(
+                f"{k} flips {v['flips']['all']:.1f} train {v['train_right']:.1f}" for k, v in row.items()), flush=True)
+    return runs
+
+
+def aligned_captions_part() -> dict:
+    """Chapter 8's alignment recipe (the zoo's "tiny_vlm_dpo", `alignment.train_aligned`) under three
+    seeds, scored on what chapter 8 did not measure: captions (CIDEr-D against the canonical caption)."""
+    from utils import alignment, evaluation, tiny_vlm, zoo
+
+    base, _ = zoo.load("tiny_vlm", device="cpu", quiet=True)
+    test = tiny_vlm.test_set()
+    truths = [[" ".join(tiny_vlm.words(c))] for c in test.captions]
+
+    def cider(model) -> float:
+        features = model.features(test.batch.images)
+        said = tiny_vlm.generate(model, features, [tiny_vlm.CAPTION_PROMPT] * len(truths))
+        return float(evaluation.cider_d(said, truths).mean())
+
+    runs: dict = {"before": cider(base)}
     for seed in SEEDS:
-        row: dict = {}
-        for name, data, verdict in (("position", ns["balanced"], "position"),
-                                    ("answer", ns["balanced"], "answer"),
-                                    ("length-biased position", ns["length_biased"], "position")):
-            judge = train_judge(data, features, verdict, seed=seed)
-            first = verdicts(judge, judged, short, True, verdict)
-            second = verdicts(judge, judged, short, False, verdict)
-            once = np.where(coin, first, second)
-            agree = (first == second) & (first != "neither")
-            row[name] = {
-                "flips": {kind: float(100 * (first[kinds == kind] != second[kinds == kind]).mean())
-                          for kind in ("colour", "shape", "count")} | {"all": float(100 * (first != second).mean())},
-                "right_first": _share(first, "right"), "right_second": _share(second, "right"),
-                "once_right": float(100 * (once[once != "neither"] == "right").mean()),
-                "tie_decided": float(100 * agree.mean()),
-                "tie_right": float(100 * (first[agree] == "right").mean()) if agree.any() else float("nan"),
-                "verbosity": {test: float(np.mean([_share(verdicts(judge, judged, pairs, o, verdict), "right")
-                                                   for o in (True, False)]))
-                              for test, pairs in tests.items()},
-            }
-        runs[str(seed)] = row
-        print(f"  seed {seed}: flips " + ", ".join(f"{k} {v['flips']['all']:.1f}" for k, v in row.items()),
-              flush=True)
+        model = tiny_vlm.build_tiny_vlm(seed)
+        scores = alignment.train_aligned(model, seed=seed)
+        runs[str(seed)] = {"cider_d": cider(model), "vqa_count": scores["vqa_count"],
+                           "pope_adversarial_f1": scores["pope_adversarial_f1"]}
+        print(f"  seed {seed}: caption CIDEr-D {runs[str(seed)]['cider_d']:.2f}", flush=True)
     return runs
 
 
@@ -114,7 +149,7 @@ def contamination_part() -> dict:
     return runs
 
 
-PARTS = {"judges": judges_part, "contamination": contamination_part}
+PARTS = {"judges": judges_part, "contamination": contamination_part, "aligned_captions": aligned_captions_part}
 
 
 def main() -> None:

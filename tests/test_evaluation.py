@@ -121,17 +121,29 @@ def test_report_rows_for_a_clip_model():
 
 
 def test_runs_file_has_three_seeds_of_each_part():
-    """utils/data/ch09_runs.json (scripts/ch09_runs.py): the judges and the contamination runs."""
+    """utils/data/ch09_runs.json (scripts/ch09_runs.py): the judges at two budgets, the contamination
+    runs and the aligned model's captions, three seeds each."""
     import json
     from importlib import resources
 
     runs = json.loads(resources.files("utils.data").joinpath("ch09_runs.json").read_text())
     assert runs["script"] == "scripts/ch09_runs.py"
-    assert sorted(runs["judges"]) == sorted(runs["contamination"]) == ["0", "1", "2"]
-    for run in runs["judges"].values():
-        assert set(run) == {"position", "answer", "length-biased position"}
-        for judge in run.values():
-            assert 0 <= judge["flips"]["all"] <= 100 and set(judge["verbosity"]) == {
-                "both short", "wrong answer padded", "right answer padded"}
+    assert sorted(runs["judges"]) == ["1500", "300"]
+    for by_seed in runs["judges"].values():
+        assert sorted(by_seed) == ["0", "1", "2"]
+        for run in by_seed.values():
+            assert set(run) == {"position", "answer", "length-biased position"}
+            for judge in run.values():
+                assert 0 <= judge["flips"]["all"] <= 100 and 0 <= judge["train_right"] <= 100
+                assert set(judge["verbosity"]) == {"both short", "wrong answer padded", "right answer padded"}
+    assert sorted(runs["contamination"]) == ["0", "1", "2"]
     for run in runs["contamination"].values():
         assert run["inflation"] == pytest.approx(run["change"]["leaked"] - run["change"]["clean"])
+    captions = runs["aligned_captions"]
+    assert sorted(captions) == ["0", "1", "2", "before"]
+    assert all(0 <= captions[seed]["cider_d"] <= 10 for seed in ("0", "1", "2"))
+
+
+def test_bleu_is_zero_when_nothing_matches():
+    assert evaluation.corpus_bleu(["x y z w v"], [["a b c d e"]]) == 0.0
+    assert sacrebleu.corpus_bleu(["x y z w v"], [["a b c d e"]]).score == 0.0

@@ -331,12 +331,15 @@ def check_evaluation(namespace: dict, package) -> None:
     scenes = shapes.generate(30, seed=5, caption_style="varied")
     hypotheses = shapes.generate(30, seed=5, caption_style="full").captions
     references = [[c, c.replace("a ", "the ")] for c in scenes.captions]
+    hypotheses[0] = "x y z w v"  # a caption with no word in common with its references
     for text in hypotheses[:5] + ["a, b? c"]:
         assert namespace["bleu_words"](text) == evaluation.bleu_words(text)
     ours = namespace["bleu_statistics"](hypotheses, references)
     assert np.array_equal(ours, evaluation.bleu_statistics(hypotheses, references))
     assert namespace["bleu_from_statistics"](ours.sum(0)) == evaluation.bleu_from_statistics(ours.sum(0))
     assert namespace["corpus_bleu"](hypotheses, references) == evaluation.corpus_bleu(hypotheses, references)
+    nothing = (["x y z w v"], [["a b c d e"]])  # no match at all: both give 0, as sacrebleu
+    assert namespace["corpus_bleu"](*nothing) == evaluation.corpus_bleu(*nothing) == 0.0
     assert np.allclose(namespace["cider_d"](hypotheses, references), evaluation.cider_d(hypotheses, references),
                        rtol=1e-12, atol=1e-12)
     generator = torch.Generator().manual_seed(2)

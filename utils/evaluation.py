@@ -320,7 +320,7 @@ def _generator_rows(generator: nn.Module, clip: nn.Module, name: str, draws: int
     return [
         _row(name, "adherence (%)", "16 steps, w = 3", _mean_of(right), len(right),
              "samples", f"real {100 * judge_on_real.float().mean():.1f}", draws, seed),
-        _row(name, "FID (tiny-CLIP features)", "vs held-out real",  # resamples the generated set only
+        _row(name, "FID (tiny-CLIP features)", "CI biased up",  # resamples the generated set only
              lambda idx: frechet_distance(fake_features[idx], first), len(labels), "samples",
              f"real {floor:.3f}", draws, seed, digits=3),
     ]
@@ -349,10 +349,10 @@ def evaluation_report(clip: nn.Module | None = None, vlm: nn.Module | None = Non
 
 
 def report_table(rows: Sequence[Row]) -> str:
-    """The report as a fixed-width table: model, metric, value [95% interval], n, reference, and the
-    test condition."""
-    lines = [f"{'model':<15}{'metric':<31}{'value [95% CI]':<22}{'n':>5}  {'reference':<14}condition"]
+    """The report as a fixed-width table: model, metric, value [95% interval], n and what was
+    resampled, reference, and the test condition."""
+    lines = [f"{'model':<15}{'metric':<31}{'value [95% CI]':<22}{'n':<17}{'reference':<14}condition"]
     for r in rows:
         value = f"{r.value:.{r.digits}f} [{r.low:.{r.digits}f}, {r.high:.{r.digits}f}]"
-        lines.append(f"{r.model:<15}{r.metric:<31}{value:<22}{r.n:>5}  {r.reference:<14}{r.condition}")
+        lines.append(f"{r.model:<15}{r.metric:<31}{value:<22}{f'{r.n} {r.unit}':<17}{r.reference:<14}{r.condition}")
     return "\n".join(lines)
