@@ -1301,7 +1301,8 @@ print("reference flips: a coin flip 50%, a judge that always names the same side
 # In this run (seed 0) the position judge is right 98.8% of the time on colour questions when the
 # right answer is shown second and 1.8% when it is shown first: it names the side "right" almost
 # always, whatever it is shown, and its verdict flips on 99.4% of colour pairs. Over all kinds it
-# flips on 74.0% of pairs, the answer judge on 2.0%. An under-trained judge falls back on a position;
+# flips on 74.0% of pairs, the answer judge on 2.0%. We suspect that an under-trained judge falls back on a position (the seeds at the end of
+# this section test it);
 # Zheng et al. likewise found the weaker judges the less consistent {cite}`zheng2023judge`.
 #
 # **The standard mitigation** asks twice, in both orders, and calls a disagreement a tie - what
@@ -1998,8 +1999,8 @@ else:
 #   compare FIDs only at the same $n$, features and sampling. Report several metrics, each with what
 #   it cannot see.
 # - Report precision, recall and the yes-ratio with a hallucination rate. F1 rewards "always yes"
-#   with 66.7; the yes-ratio tells a model that invents objects (above 50%) from one that denies them
-#   (below).
+#   with 66.7; the yes-ratio says which way a model's errors lean -
+#   towards inventing objects (above 50%) or denying them (below) - though not how often it errs.
 # - Model judges have position and verbosity biases. Ours flipped its verdict on 63.8% of pairs
 #   (three seeds) when, at 300 steps, it had not yet learned to name the better side; trained five
 #   times longer, on 9.2%, against 0.5% for a judge that named the answer. Trained where the right
