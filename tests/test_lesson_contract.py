@@ -314,7 +314,8 @@ def check_alignment(namespace: dict, package) -> None:
 
 
 EVALUATION_FUNCTIONS = ("bootstrap_interval", "bleu_words", "bleu_statistics", "bleu_from_statistics",
-                        "corpus_bleu", "cider_d", "clip_score", "frechet_distance", "clip_features")
+                        "corpus_bleu", "cider_d", "pope_from_counts", "clip_score", "frechet_distance",
+                        "clip_features")
 
 
 def check_evaluation(namespace: dict, package) -> None:
@@ -342,6 +343,9 @@ def check_evaluation(namespace: dict, package) -> None:
     assert namespace["corpus_bleu"](*nothing) == evaluation.corpus_bleu(*nothing) == 0.0
     assert np.allclose(namespace["cider_d"](hypotheses, references), evaluation.cider_d(hypotheses, references),
                        rtol=1e-12, atol=1e-12)
+    answers = np.random.default_rng(1).random((2, 80)) < [[0.7], [0.3]]  # yes to present, to absent
+    for present, invented in (answers, (answers[0], answers[0]), (answers[0] & False, answers[1] & False)):
+        assert namespace["pope_from_counts"](present, invented) == evaluation.pope_from_counts(present, invented)
     generator = torch.Generator().manual_seed(2)
     a, b = torch.randn(50, 6, generator=generator), 1.5 * torch.randn(40, 6, generator=generator) + 0.3
     assert abs(namespace["frechet_distance"](a, b) - evaluation.frechet_distance(a, b)) < 1e-12
@@ -398,6 +402,7 @@ CONTRACT = [
     ("09_evaluation", "bleu_from_statistics", "utils.evaluation.bleu_from_statistics", check_evaluation),
     ("09_evaluation", "corpus_bleu", "utils.evaluation.corpus_bleu", check_evaluation),
     ("09_evaluation", "cider_d", "utils.evaluation.cider_d", check_evaluation),
+    ("09_evaluation", "pope_from_counts", "utils.evaluation.pope_from_counts", check_evaluation),
     ("09_evaluation", "clip_score", "utils.evaluation.clip_score", check_evaluation),
     ("09_evaluation", "frechet_distance", "utils.evaluation.frechet_distance", check_evaluation),
     ("09_evaluation", "clip_features", "utils.evaluation.clip_features", check_evaluation),

@@ -12,6 +12,7 @@ these agree):
   `bleu_from_statistics` and `corpus_bleu` (sacrebleu's defaults: exponential smoothing, closest
   reference length);
 - `cider_d`: CIDEr-D per hypothesis, as the COCO caption toolkit computes it;
+- `pope_from_counts`: POPE's metrics from per-scene answers, so that a bootstrap can resample scenes;
 - `clip_score`: CLIPScore (Hessel et al., 2021), w * max(cos, 0) with w = 2.5;
 - `frechet_distance`: the distance between two Gaussians fitted to feature sets (FID with
   Inception features; the book uses the tiny CLIP's image features);
@@ -151,6 +152,24 @@ def cider_d(hypotheses: Sequence[str], references: Sequence[Sequence[str]], max_
     return np.array(scores)
 
 
+# --------------------------------------------------------------------------------------------- POPE
+
+
+def pope_from_counts(present: np.ndarray, invented: np.ndarray) -> dict[str, float]:
+    """POPE's metrics (%) from per-scene booleans [n]: "yes" to the object shown, and "yes" to one
+    absent object (a negative). Balanced: n questions with truth "yes", n with truth "no"."""
+    hits, false_yes, n = present.sum(), invented.sum(), len(present)
+    precision = hits / max(1, hits + false_yes)
+    recall = hits / n
+    return {
+        "accuracy": 100 * (hits + n - false_yes) / (2 * n),
+        "precision": 100 * precision,
+        "recall": 100 * recall,
+        "F1": 100 * 2 * precision * recall / max(1e-12, precision + recall),
+        "yes-ratio": 100 * (hits + false_yes) / (2 * n),
+    }
+
+
 # --------------------------------------------------------------------------------- CLIPScore and FID
 
 
@@ -279,15 +298,9 @@ def _vlm_rows(vlm: nn.Module, name: str, draws: int, seed: int) -> list[Row]:
     present = said_yes[negative == "none"]  # [500]: "yes" to an object that is there
     invented = said_yes[negative == "adversarial"]  # [500]: "yes" to an adversarial absent one
 
-    def f1(idx: np.ndarray) -> float:  # 2 TP / (2 TP + FP + FN)
-        hits, false = present[idx].sum(), invented[idx].sum()
-        return 100 * 2 * hits / (2 * hits + false + (len(idx) - hits))
-
-    def yes_ratio(idx: np.ndarray) -> float:
-        return 100 * (present[idx].sum() + invented[idx].sum()) / (2 * len(idx))
-
-    for metric, statistic, reference in (("F1", f1, "all yes 66.7"), ("yes-ratio", yes_ratio, "truth 50.0")):
-        rows.append(_row(name, f"POPE advers. {metric} (%)", "new scenes", statistic,
+    for metric, reference in (("F1", "all yes 66.7"), ("yes-ratio", "truth 50.0")):
+        rows.append(_row(name, f"POPE advers. {metric} (%)", "new scenes",
+                         lambda idx, m=metric: pope_from_counts(present[idx], invented[idx])[m],
                          len(probe_scenes), "images", reference, draws, seed))
     return rows
 

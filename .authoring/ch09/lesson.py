@@ -1006,6 +1006,7 @@ def yes_answers(model):
 # function of two counts, so the bootstrap resamples *scenes* and recomputes them.
 #
 # %%
+# kept as utils.evaluation.pope_from_counts
 def pope_from_counts(present, invented):
     """POPE metrics (%) from per-scene 'yes' to the present object and to a negative."""
     hits, false_yes, n = present.sum(), invented.sum(), len(present)
@@ -1159,7 +1160,35 @@ def judge_target(pair, right_first, verdict):
 #
 # %% [markdown]
 # Training is chapter 5's loss on the verdict token only, with the image tower frozen, as chapter 8
-# aligned the TinyVLM:
+# aligned the TinyVLM; `train_copy` is that loop, and section 9.11 uses it again:
+#
+# %%
+def train_copy(features, image_of, tokens, labels, steps, seed):
+    """A copy of the TinyVLM, tower frozen, trained on examples (tokens, labels) whose
+    images have features[image_of]: AdamW, batches of 64 drawn under `seed`."""
+    model = copy.deepcopy(vlm).train()
+    trainable = [
+        w for name, w in model.named_parameters() if not name.startswith("tower.")
+    ]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.0)
+    draw = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        pick = torch.randint(len(tokens), (64,), generator=draw)
+        loss = tiny_vlm.vlm_loss(
+            model,
+            features[image_of[pick]],
+            tokens[pick].to(device),
+            labels[pick].to(device),
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+#
+# %% [markdown]
+# A judge is that loop on its pairs, shown with the right answer first half of the time:
 #
 # %%
 def train_judge(pairs_in, features, verdict, steps=300, seed=0):
@@ -1175,24 +1204,7 @@ def train_judge(pairs_in, features, verdict, steps=300, seed=0):
     ]
     tokens, labels = tiny_vlm.encode(prompts, targets, 48)  # [N, 48] each
     image_of = torch.tensor([p["image_index"] for p in pairs_in])
-    judge = copy.deepcopy(vlm).train()
-    trainable = [
-        w for name, w in judge.named_parameters() if not name.startswith("tower.")
-    ]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.0)
-    draw = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        pick = torch.randint(len(pairs_in), (64,), generator=draw)
-        loss = tiny_vlm.vlm_loss(
-            judge,
-            features[image_of[pick]],
-            tokens[pick].to(device),
-            labels[pick].to(device),
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return judge.eval()
+    return train_copy(features, image_of, tokens, labels, steps, seed)
 
 
 #
@@ -1560,21 +1572,9 @@ def fine_tune(images, captions, steps=300, seed=0):
     tokens, labels = tiny_vlm.encode(prompts, captions, 24)  # [N, 24] each
     with torch.no_grad():
         features = vlm.features(images.to(device))
-    model = copy.deepcopy(vlm).train()
-    trainable = [
-        w for name, w in model.named_parameters() if not name.startswith("tower.")
-    ]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.0)
-    batches = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        pick = torch.randint(len(captions), (64,), generator=batches)
-        loss = tiny_vlm.vlm_loss(
-            model, features[pick], tokens[pick].to(device), labels[pick].to(device)
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return model.eval()
+    return train_copy(
+        features, torch.arange(len(captions)), tokens, labels, steps, seed
+    )
 
 
 start = time.perf_counter()
