@@ -36,6 +36,7 @@ unit: setup
 	$(BIN)/pytest tests --ignore=tests/site -q
 
 notebooks: setup
+	@scripts/ensure_debian.sh tesseract-ocr:tesseract
 	$(BIN)/pytest --nbval-lax --nbval-current-env -p no:cacheprovider -q lessons solutions
 
 site: setup
@@ -52,13 +53,16 @@ test: setup
 	@echo "make test: all stages passed"
 
 lab: setup
+	@scripts/ensure_debian.sh tesseract-ocr:tesseract
 	$(BIN)/jupyter lab lessons
 
 execute: setup
+	@scripts/ensure_debian.sh tesseract-ocr:tesseract
 	$(BIN)/python scripts/sync_repository.py
 	$(BIN)/python scripts/notebooks.py execute $(CHAPTER)
 
 bench: setup
+	@scripts/ensure_debian.sh tesseract-ocr:tesseract
 	$(BIN)/python scripts/notebooks.py bench $(CHAPTER)
 
 clean:

@@ -359,6 +359,34 @@ def check_evaluation(namespace: dict, package) -> None:
         assert torch.equal(namespace["clip_features"](clip, pictures), evaluation.clip_features(clip, pictures))
 
 
+def check_batcher(lesson, package) -> None:
+    """Both batchers, on one stream of requests: the same results, batches and failures."""
+    import asyncio
+
+    async def run(batcher_class, fail_at=None):
+        calls = []
+
+        def double(items):
+            calls.append(list(items))
+            if fail_at is not None and fail_at in items:
+                raise ValueError(f"item {fail_at} is bad")
+            return [2 * item for item in items]
+
+        batcher = batcher_class(double, max_batch=8, max_wait_ms=50.0)
+        await batcher.start()
+        try:
+            results = await asyncio.gather(*(batcher.submit(i) for i in range(20)), return_exceptions=True)
+            alone = await batcher.submit(100)  # a lone request is released after max_wait_ms
+        finally:
+            await batcher.stop()
+        return [r if isinstance(r, int) else repr(r) for r in results], alone, calls, batcher.batch_sizes
+
+    for fail_at in (None, 11):
+        ours, theirs = asyncio.run(run(lesson, fail_at)), asyncio.run(run(package, fail_at))
+        assert ours == theirs
+        assert ours[3] == [8, 8, 4, 1], ours[3]
+
+
 CONTRACT = [
     ("01_foundations", "recall_at", "utils.retrieval.recall_at", check_recall_at),
     ("02_encoders", "log_mel", "utils.speech.log_mel", check_log_mel),
@@ -406,6 +434,7 @@ CONTRACT = [
     ("09_evaluation", "clip_score", "utils.evaluation.clip_score", check_evaluation),
     ("09_evaluation", "frechet_distance", "utils.evaluation.frechet_distance", check_evaluation),
     ("09_evaluation", "clip_features", "utils.evaluation.clip_features", check_evaluation),
+    ("10_frontier", "DynamicBatcher", "utils.serving.DynamicBatcher", check_batcher),
 ]
 ALIGNMENT_FUNCTIONS = ("pope_questions", "pope_scores", "sequence_logprob", "dpo_loss", "align")
 

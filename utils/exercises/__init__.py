@@ -23,6 +23,7 @@ CHAPTERS: dict[int, str] = {
     7: "ch07",
     8: "ch08",
     9: "ch09",
+    10: "ch10",
 }
 
 
