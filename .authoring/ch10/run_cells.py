@@ -15,7 +15,10 @@ for block in src.split("\n# %%")[1:]:
 start_at = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 ns = {"__name__": "__main__"}
 stop_at = int(sys.argv[2]) if len(sys.argv) > 2 else 10**6
+only = [int(x) for x in sys.argv[3].split(",")] if len(sys.argv) > 3 else None
 for i, code in enumerate(cells):
+    if only is not None and i not in only:
+        continue
     if i >= stop_at:
         break
     t = time.perf_counter()

@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from utils.exercises.compare import compare_values
 from utils.exercises.core import Case, Exercise, Mistake, chapter_progress
 
 # ---------------------------------------------------------------- 10.1 late interaction (MaxSim)
@@ -30,6 +31,10 @@ def _maxsim_reference(query, patches, patch_mask, mode="right"):
         elif mode == "pooled":  # the mean patch: a single vector per page
             mean = sum(patches[page, m] for m in real) / len(real)
             total = sum(float(query[i] @ mean) for i in range(query.shape[0]))
+        elif mode == "zero_fill":  # padding set to 0 before the max: 0 beats negative matches
+            total = sum(max([0.0] * (len(real) < patches.shape[1])
+                            + [float(query[i] @ patches[page, m]) for m in real])
+                        for i in range(query.shape[0]))
         elif mode == "no_mask":  # padding patches allowed to win
             total = sum(max(float(query[i] @ patches[page, m]) for m in range(patches.shape[1]))
                         for i in range(query.shape[0]))
@@ -66,6 +71,15 @@ def _maxsim_cases() -> list[Case]:
                       expected=_maxsim_reference(query, page_patches, mask),
                       label="pages of 3, 5, 1 and 4 real patches; padded slots must not count"))
     query = _unit(generator, 2, 8)
+    page_patches = torch.stack([query, -query, torch.zeros_like(query)])  # [3, 2, 8]
+    page_patches[1, 1] = 0.0
+    mask = torch.tensor([[1, 1], [1, 0], [1, 0]], dtype=torch.bool)
+    page_patches[2, 0] = -query[1]
+    cases.append(Case(inputs=(query, page_patches, mask),
+                      expected=_maxsim_reference(query, page_patches, mask),
+                      label="pages whose only real patch points away from a query vector: their "
+                            "scores are negative, and padding must not lift them to 0"))
+    query = _unit(generator, 2, 8)
     page_patches = torch.stack([torch.stack([query[0], query[0]]), torch.stack([query[0], query[1]])])
     mask = torch.ones(2, 2, dtype=torch.bool)
     cases.append(Case(inputs=(query, page_patches, mask),
@@ -85,9 +99,9 @@ late_interaction_scores = Exercise(
     hints=[
         "For each page, and each query vector, find the patch with the largest dot product; add "
         "those best values up over the query vectors.",
-        "torch.einsum('nd,pmd->npm', query, patches) gives every (query vector, page, patch) "
-        "similarity. Set the padded patches to -inf (masked_fill with ~patch_mask) before the max "
-        "over patches (dim=2), then sum over the query vectors (dim=0).",
+        "One einsum gives every (query vector, page, patch) similarity at once, [n, P, M]. Before "
+        "taking the max over patches, give the padded patches a value that can never be the "
+        "maximum - not 0, since a real match can be negative.",
         "Check yourself: a page whose patches include each query vector exactly scores n (the "
         "number of query vectors), the most any page can score with unit vectors.",
     ],
@@ -105,6 +119,10 @@ late_interaction_scores = Exercise(
         Mistake("pooled the patches into one vector first",
                 "That is the single-vector baseline of section 10.1: late interaction keeps the "
                 "patches apart and takes the maximum over them.", _maxsim_as("pooled")),
+        Mistake("filled the padded similarities with 0",
+                "A similarity can be negative: a page whose real patches all point away from a query "
+                "vector must score below 0 for it. Fill the padded similarities with -inf, which no "
+                "real patch can lose to.", _maxsim_as("zero_fill")),
         Mistake("let padded patches take part",
                 "A patch whose mask is False is padding: it must never be the maximum (fill its "
                 "similarities with -inf before the max).", _maxsim_as("no_mask")),
@@ -125,10 +143,13 @@ def _prune_reference(tokens, scores, keep, mode="right"):
         else:
             order = sorted(range(len(values)), key=lambda j: (-values[j], j))
         chosen = order[:keep]
+        gathered = chosen
         if mode != "score_order":
             chosen = sorted(chosen)
+        if mode != "kept_unsorted":
+            gathered = chosen
         index_rows.append(chosen)
-        kept_rows.append(torch.stack([tokens[row, j] for j in chosen]))
+        kept_rows.append(torch.stack([tokens[row, j] for j in gathered]))
     return torch.stack(kept_rows), torch.tensor(index_rows, dtype=torch.long)
 
 
@@ -157,6 +178,15 @@ def _prune_as(mode):
     return lambda tokens, scores, keep: _prune_reference(tokens, scores, keep, mode)
 
 
+def _compare_pruned(expected, got):
+    """The default comparison, after insisting that the index is a long tensor."""
+    index = got[1] if isinstance(got, (tuple, list)) and len(got) == 2 else None
+    if isinstance(index, torch.Tensor) and index.dtype != torch.long:
+        return (f"wrong dtype at output[1]: the index is {str(index.dtype).replace('torch.', '')}; "
+                "PyTorch indexes with int64 (torch.long) - return index.long().")
+    return compare_values(expected, got, 0.0, 0.0)
+
+
 prune_tokens = Exercise(
     key="10.2",
     title="Keep the k highest-scoring image tokens, in their original order",
@@ -174,12 +204,16 @@ prune_tokens = Exercise(
                 "A token's place in the sequence carries its position in the image; the model was "
                 "trained on tokens in grid order, so keep the survivors in their original order.",
                 _prune_as("score_order")),
+        Mistake("sorted the index but gathered the tokens in score order",
+                "Index and tokens must agree: gather the tokens with the *sorted* index, so that "
+                "kept[:, j] is the token at position index[:, j].", _prune_as("kept_unsorted")),
         Mistake("kept the lowest-scoring tokens",
                 "Keep the `keep` tokens with the *highest* scores (topk, largest=True).",
                 _prune_as("lowest")),
     ],
     atol=0.0,
     rtol=0.0,
+    compare=_compare_pruned,
 )
 
 # ---------------------------------------------------------------- 10.3 action tokenisation
@@ -196,6 +230,8 @@ def _bins_reference(actions, low, high, bins, mode="right"):
             width = (hi - lo) / bins
             if mode == "round":
                 token = min(round((value - lo) / width), bins - 1)
+            elif mode == "narrow":  # bins - 1 intervals' width, then clamped
+                token = min(math.floor((value - lo) / ((hi - lo) / (bins - 1))), bins - 1)
             elif mode == "points":  # bins points spread from low to high, nearest point
                 token = round((value - lo) / (hi - lo) * (bins - 1))
             else:
@@ -252,6 +288,9 @@ action_tokens = Exercise(
         Mistake("spread bins points from low to high and took the nearest",
                 "That is a different scheme (the ends get half-width bins). Here the range is cut "
                 "into `bins` equal intervals.", _bins_as("points")),
+        Mistake("divided the range by bins - 1",
+                "There are `bins` intervals, so each is (high - low) / bins wide; dividing by bins - 1 "
+                "makes them too wide and pushes values into lower tokens.", _bins_as("narrow")),
         Mistake("let the top edge fall outside",
                 "An action equal to `high` must be token bins - 1, the last bin: clamp the result.",
                 _bins_as("no_top")),
@@ -321,6 +360,14 @@ def _fgsm_cases() -> list[Case]:
     return cases
 
 
+def _compare_attack(expected, got):
+    """The default comparison, after insisting that the result is cut off from the graph."""
+    if isinstance(got, torch.Tensor) and got.requires_grad:
+        return ("your result still requires a gradient: it is tied to the autograd graph of the "
+                "step. Return it .detach()ed, as an attack's output is an input, not a parameter.")
+    return compare_values(expected, got, 1e-6, 1e-5)
+
+
 def _fgsm_as(mode):
     return lambda model, images, labels, epsilon: _fgsm_reference(model, images, labels, epsilon, mode)
 
@@ -333,8 +380,9 @@ fgsm_step = Exercise(
         "Make a copy of the images that requires a gradient, compute the mean cross-entropy of "
         "model(copy) against the labels, and take torch.autograd.grad of it with respect to the "
         "copy.",
-        "Step *up* the loss: images + epsilon * gradient.sign(), then clamp to [0, 1]. Return a "
-        "tensor without a gradient (.detach()).",
+        "Move every pixel by epsilon in the direction that *increases* the loss - only the "
+        "direction of the gradient matters, not its size. Then keep the pixels valid, and return "
+        "a tensor that is cut off from the autograd graph.",
         "Check yourself: every pixel moves by exactly epsilon (up or down) unless the clamp stops "
         "it at 0 or 1.",
     ],
@@ -352,6 +400,7 @@ fgsm_step = Exercise(
     ],
     atol=1e-6,
     rtol=1e-5,
+    compare=_compare_attack,
 )
 
 
