@@ -57,16 +57,22 @@ def _bins_python(actions, low, high, count):
     return torch.tensor(rows)
 
 
-def fgsm(model, images, labels, epsilon):
+def targeted_fgsm(model, images, targets, epsilon):
     x = images.detach().clone().requires_grad_()
-    F.cross_entropy(model(x), labels, reduction="sum").backward()  # the sum: same sign
-    return torch.clamp(x.detach() + epsilon * torch.sign(x.grad), 0.0, 1.0)
+    F.cross_entropy(model(x), targets, reduction="sum").backward()  # the sum: same sign
+    return torch.clamp(x.detach() - epsilon * torch.sign(x.grad), 0.0, 1.0)
 
 
-def _fgsm_descent(model, images, labels, epsilon):
+def _untargeted(model, images, targets, epsilon):
     x = images.detach().clone().requires_grad_()
-    F.cross_entropy(model(x), labels).backward()
-    return (x.detach() - epsilon * x.grad.sign()).clamp(0, 1)
+    F.cross_entropy(model(x), targets).backward()
+    return (x.detach() + epsilon * x.grad.sign()).clamp(0, 1)
+
+
+def _attached(model, images, targets, epsilon):
+    x = images.detach().clone().requires_grad_()
+    (gradient,) = torch.autograd.grad(F.cross_entropy(model(x), targets), x, create_graph=True)
+    return (x - epsilon * gradient.sign()).clamp(0, 1)
 
 
 WRONG = {
@@ -92,9 +98,10 @@ WRONG = {
         (lambda a, lo, hi, n: bins(a, lo, hi, n).float(), "integer"),
     ],
     "10.4": [
-        (lambda m, x, y, e: _fgsm_descent(m, x, y, e), "increase"),
+        (lambda m, x, y, e: _untargeted(m, x, y, e), "decreases"),
         (lambda m, x, y, e: x, "expected"),
-        (lambda m, x, y, e: fgsm(m, x, y, 2 * e), "expected"),
+        (lambda m, x, y, e: targeted_fgsm(m, x, y, 2 * e), "expected"),
+        (_attached, "requires a gradient"),
     ],
 }
 
@@ -102,5 +109,5 @@ CORRECT = {
     "10.1": [maxsim_loops, _maxsim_numpy],
     "10.2": [prune, _prune_mask],
     "10.3": [bins, _bins_python],
-    "10.4": [fgsm],
+    "10.4": [targeted_fgsm],
 }

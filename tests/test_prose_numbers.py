@@ -45,6 +45,7 @@ ALLOWED: dict[str, dict[str, str]] = {
     "10_frontier.ipynb": {
         "38.7%": "chapter 9's measured accuracy of the zoo TinyVLM on 'where' questions (its report, section 9.13)",
         "127.0": "the loopback address 127.0.0.1 the server listens on, not a measurement",
+        "95%": "the confidence level of the chapter's Wilson intervals (z=1.96 in the code below)",
     },
     "05_vlm.ipynb": {
         "85.8%": "chapter 3's held-out zero-shot accuracy of seed 0 (its cell 28), the zoo's tiny CLIP",

@@ -71,7 +71,7 @@ def action_tokens(actions, low, high, bins):
 ch10.action_tokens.check(action_tokens)
 #
 # %% [markdown]
-# ## Exercise 10.4 - One step of the fast gradient sign method
+# ## Exercise 10.4 - One step of the targeted fast gradient sign method
 #
 # %% tags=hide-input
 # Solution 10.4
@@ -79,17 +79,17 @@ import torch
 import torch.nn.functional as F
 
 
-def fgsm_step(model, images, labels, epsilon):
-    """images [N, C, H, W] in [0, 1] -> images moved by epsilon up the loss's gradient sign."""
+def targeted_fgsm_step(model, images, targets, epsilon):
+    """images [N, C, H, W] in [0, 1] -> moved by epsilon down the target's loss gradient sign."""
     images = images.clone().requires_grad_(True)
-    loss = F.cross_entropy(model(images), labels)
+    loss = F.cross_entropy(model(images), targets)
     (gradient,) = torch.autograd.grad(loss, images)
-    return (images + epsilon * gradient.sign()).clamp(0, 1).detach()
+    return (images - epsilon * gradient.sign()).clamp(0, 1).detach()
 
 
 #
 # %% tags=nbval-check-output
-ch10.fgsm_step.check(fgsm_step)
+ch10.targeted_fgsm_step.check(targeted_fgsm_step)
 #
 # %%
 ch10.progress()

@@ -1,7 +1,8 @@
 """Exercises of chapter 10, Frontier topics and production systems. Checks compare with references
 written independently of the solutions (late interaction and token pruning by explicit loops over
 queries, pages and patches, action bins by walking the bin edges, the FGSM step from the gradient
-of a hand-written softmax cross-entropy), never with a copy of the solution."""
+of a hand-written softmax cross-entropy), never with a copy of the solution. Exercise 10.4 is the
+*targeted* FGSM step, which section 10.5 does not write out."""
 
 from __future__ import annotations
 
@@ -180,7 +181,12 @@ def _prune_as(mode):
 
 def _compare_pruned(expected, got):
     """The default comparison, after insisting that the index is a long tensor."""
-    index = got[1] if isinstance(got, (tuple, list)) and len(got) == 2 else None
+    pair = isinstance(got, (tuple, list)) and len(got) == 2
+    if pair and all(isinstance(part, torch.Tensor) for part in got) and got[0].dim() == 2:
+        return ("your output looks swapped: the first element is 2-D and the second "
+                f"{got[1].dim()}-D. Return (kept, index): kept [B, keep, D] first, then index "
+                "[B, keep].")
+    index = got[1] if pair else None
     if isinstance(index, torch.Tensor) and index.dtype != torch.long:
         return (f"wrong dtype at output[1]: the index is {str(index.dtype).replace('torch.', '')}; "
                 "PyTorch indexes with int64 (torch.long) - return index.long().")
@@ -194,8 +200,9 @@ prune_tokens = Exercise(
     hints=[
         "scores.topk(keep, dim=1).indices gives the best tokens of each image - but in score "
         "order. Sort those indices so the kept tokens stay in the order they had in the image.",
-        "tokens.gather(1, index[..., None].expand(-1, -1, tokens.shape[2])) picks the rows; "
-        "return (kept, index) with kept [B, keep, D] and index [B, keep], a long tensor.",
+        "Two properties to aim for: every row of the index is increasing, and kept[b, j] is "
+        "tokens[b, index[b, j]]. Picking rows of a 3-D tensor with a 2-D index is a job for "
+        "torch.gather, whose index needs as many dimensions as its input.",
         "Check yourself: with keep equal to the number of tokens, kept equals tokens and index is "
         "0, 1, 2, ... on every row.",
     ],
@@ -270,6 +277,14 @@ def _bins_as(mode):
     return lambda actions, low, high, bins: _bins_reference(actions, low, high, bins, mode)
 
 
+def _compare_tokens(expected, got):
+    """The default comparison, after insisting on int64 tokens (what an embedding table takes)."""
+    if isinstance(got, torch.Tensor) and not got.dtype.is_floating_point and got.dtype != torch.long:
+        return (f"wrong dtype: your tokens are {str(got.dtype).replace('torch.', '')}; token ids are "
+                "int64 (torch.long), the type nn.Embedding and cross_entropy expect - return .long().")
+    return compare_values(expected, got, 0.0, 0.0)
+
+
 action_tokens = Exercise(
     key="10.3",
     title="Continuous actions to tokens: uniform bins",
@@ -277,8 +292,8 @@ action_tokens = Exercise(
     hints=[
         "Per dimension d, the bin width is (high[d] - low[d]) / bins and bin i covers "
         "[low + i * width, low + (i + 1) * width). Clip the action to [low, high] first.",
-        "torch.floor((actions.clamp(low, high) - low) / width).long() gives the bin; the top edge "
-        "(action == high) lands on `bins`, one past the end: clamp the result to bins - 1.",
+        "The bin is the floor of (clipped action - low) / width. One value needs care: an action "
+        "exactly at high lands one past the last bin, and must become bins - 1.",
         "Check yourself: with low -1, high 1 and 8 bins, -1 -> 0, 0 -> 4, 0.99 -> 7, 1 -> 7.",
     ],
     mistakes=[
@@ -300,6 +315,7 @@ action_tokens = Exercise(
     ],
     atol=0.0,
     rtol=0.0,
+    compare=_compare_tokens,
 )
 
 # ---------------------------------------------------------------- 10.4 one FGSM step
@@ -330,14 +346,14 @@ def _loss_gradient(model, images, labels):
         return (probabilities / len(labels)) @ weight  # linear model: d logits / d x = W
 
 
-def _fgsm_reference(model, images, labels, epsilon, mode="right"):
-    gradient = _loss_gradient(model, images, labels).view_as(images)
-    if mode == "descent":
-        step = -epsilon * torch.sign(gradient)
-    elif mode == "raw":
-        step = epsilon * gradient
-    else:
+def _fgsm_reference(model, images, targets, epsilon, mode="right"):
+    gradient = _loss_gradient(model, images, targets).view_as(images)
+    if mode == "ascent":  # the untargeted step: away from the target
         step = epsilon * torch.sign(gradient)
+    elif mode == "raw":
+        step = -epsilon * gradient
+    else:  # down the target's loss
+        step = -epsilon * torch.sign(gradient)
     adversarial = images + step
     return adversarial if mode == "no_clamp" else adversarial.clamp(0.0, 1.0)
 
@@ -354,9 +370,9 @@ def _fgsm_cases() -> list[Case]:
         images = torch.rand(n, 3, 4, 4, generator=generator)
         if epsilon == 0.5:  # pixels near the edges of [0, 1]
             images = (images > 0.5).float() * 0.98 + 0.01
-        labels = torch.randint(5, (n,), generator=generator)
-        cases.append(Case(inputs=(model, images, labels, epsilon),
-                          expected=_fgsm_reference(model, images, labels, epsilon), label=label))
+        targets = torch.randint(5, (n,), generator=generator)
+        cases.append(Case(inputs=(model, images, targets, epsilon),
+                          expected=_fgsm_reference(model, images, targets, epsilon), label=label))
     return cases
 
 
@@ -369,28 +385,29 @@ def _compare_attack(expected, got):
 
 
 def _fgsm_as(mode):
-    return lambda model, images, labels, epsilon: _fgsm_reference(model, images, labels, epsilon, mode)
+    return lambda model, images, targets, epsilon: _fgsm_reference(model, images, targets, epsilon, mode)
 
 
-fgsm_step = Exercise(
+targeted_fgsm_step = Exercise(
     key="10.4",
-    title="One step of the fast gradient sign method",
+    title="One step of the targeted fast gradient sign method",
     cases=_fgsm_cases,
     hints=[
-        "Make a copy of the images that requires a gradient, compute the mean cross-entropy of "
-        "model(copy) against the labels, and take torch.autograd.grad of it with respect to the "
-        "copy.",
-        "Move every pixel by epsilon in the direction that *increases* the loss - only the "
-        "direction of the gradient matters, not its size. Then keep the pixels valid, and return "
-        "a tensor that is cut off from the autograd graph.",
+        "You need the gradient of the mean cross-entropy between model(images) and the *target* "
+        "classes, with respect to the pixels: work on a copy of the images that requires a "
+        "gradient.",
+        "Move every pixel by epsilon in the direction that *decreases* the target's loss - only "
+        "the direction of the gradient matters, not its size. Then keep the pixels valid, and "
+        "return a tensor that is cut off from the autograd graph.",
         "Check yourself: every pixel moves by exactly epsilon (up or down) unless the clamp stops "
         "it at 0 or 1.",
     ],
     mistakes=[
-        Mistake("stepped down the loss",
-                "An attack *increases* the loss of the true class: add epsilon times the sign of the "
-                "gradient (subtracting it is one step of training the image towards its label).",
-                _fgsm_as("descent")),
+        Mistake("stepped up the target's loss",
+                "A targeted attack decreases the loss of the target class, pulling the image towards "
+                "it: subtract epsilon times the sign of the gradient. Adding it pushes the image away "
+                "from the target - section 10.5's untargeted step, aimed at the wrong class.",
+                _fgsm_as("ascent")),
         Mistake("used the raw gradient instead of its sign",
                 "FGSM moves every pixel by exactly epsilon: take torch.sign of the gradient.",
                 _fgsm_as("raw")),
