@@ -25,7 +25,7 @@
 # - a `FastAPI` server on this machine with dynamic batching and an embedding cache, load-tested,
 #   and fed every kind of bad input.
 #
-# **Runtime:** about 170 s on a 2-core CPU in our measurement (GPU: not yet measured) ([runtime table](../book/runtimes.md)).
+# **Runtime:** about 160 s on a 2-core CPU in our measurement (GPU: not yet measured) ([runtime table](../book/runtimes.md)).
 # **Builds on:** {doc}`chapter 3 <03_contrastive>` (the tiny CLIP), {doc}`chapter 5 <05_vlm>`
 # (the TinyVLM), {doc}`chapter 6 <06_audio_video>` (the recogniser) and
 # {doc}`chapter 9 <09_evaluation>` (metrics and their intervals).
