@@ -75,6 +75,19 @@ def _attached(model, images, targets, epsilon):
     return (x - epsilon * gradient.sign()).clamp(0, 1)
 
 
+def candidate_recall(neighbour_pages, relevant, counts):
+    return torch.stack([100 * relevant.gather(1, neighbour_pages[:, :, :k].flatten(1)).any(1).float().mean()
+                        for k in counts])
+
+
+def _candidate_loops(neighbour_pages, relevant, counts):
+    out = []
+    for k in counts:
+        found = [bool(relevant[q, neighbour_pages[q, :, :k].unique()].any()) for q in range(len(relevant))]
+        out.append(100.0 * sum(found) / len(found))
+    return torch.tensor(out)
+
+
 WRONG = {
     "10.1": [
         (lambda q, p, m: maxsim_loops(q, p, torch.ones_like(m)), "padded"),
@@ -103,6 +116,13 @@ WRONG = {
         (lambda m, x, y, e: targeted_fgsm(m, x, y, 2 * e), "expected"),
         (_attached, "requires a gradient"),
     ],
+    "10.5": [
+        (lambda n, r, c: candidate_recall(n[:, :1], r, c), "first query vector"),
+        (lambda n, r, c: candidate_recall(n, r, c) / 100, "fractions"),
+        (lambda n, r, c: candidate_recall(n, r, c)[:1], "expected"),
+        (lambda n, r, c: torch.stack([100 * r.gather(1, n[:, :, k - 1]).any(1).float().mean() for k in c]),
+         "k-th"),
+    ],
 }
 
 CORRECT = {
@@ -110,4 +130,5 @@ CORRECT = {
     "10.2": [prune, _prune_mask],
     "10.3": [bins, _bins_python],
     "10.4": [targeted_fgsm],
+    "10.5": [candidate_recall, _candidate_loops],
 }

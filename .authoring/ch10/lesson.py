@@ -1831,7 +1831,7 @@ print(f"({time.perf_counter() - start:.1f} s)")
 # fraction of their steps, and every seed agrees on that; it is still well short of the expert it
 # imitates. Several things widen the gap, and the numbers above separate some of them:
 #
-# - *Under-fitting, or a ceiling.* The VLA predicts the expert's action about as often on new
+# - *Under-fitting, not a ceiling.* The VLA predicts the expert's action about as often on new
 #   layouts as on its training steps: it has not memorised its data, nor fitted it. The inputs are
 #   not what stops it. The expert remembers the cells it has seen and the policy sees only its
 #   7 x 7 view, so the same view can come with different expert actions - but rarely: a policy
@@ -2503,6 +2503,55 @@ def targeted_fgsm_step(model, images, targets, epsilon):
 
 
 ch10.targeted_fgsm_step.check(targeted_fgsm_step)
+
+
+#
+# %% [markdown]
+# ### Exercise 10.5 - Recall of the first stage (an ablation)
+#
+# Section 10.1 swept how many nearest patches each query vector brings back, and measured R@1
+# after exact re-ranking. The first stage alone has a simpler measure: did a relevant page make it
+# into the candidates at all? Write `candidate_recall(neighbour_pages, relevant, counts)`:
+# `neighbour_pages` is a long tensor `[Q, n, K]`, the pages of the K nearest patches of each of the
+# n vectors of Q queries (nearest first); `relevant` is a bool tensor `[Q, P]`; `counts` is a list
+# of ints, each at most K. Return a float tensor `[len(counts)]`: for each count k, the percentage
+# of queries for which at least one relevant page is among the pages of the first k neighbours of
+# any of the query's vectors.
+#
+# %% tags=nbval-check-output
+def candidate_recall(neighbour_pages, relevant, counts):
+    # long [Q, n, K], bool [Q, P], list of ints -> float [len(counts)], in %
+    raise NotImplementedError("Exercise 10.5: your code here")
+
+
+ch10.candidate_recall.check(candidate_recall)
+
+
+#
+# %% [markdown]
+# Once your function passes, the next cell runs the ablation on section 10.1's index: one search
+# for the 1,024 nearest patches of each phrase of the two-object questions, then your recall at
+# each count. Compare it with the R@1 column of the sweep and explain the gap: where recall is high
+# and R@1 lower, the relevant page was a candidate and exact MaxSim still ranked another first.
+#
+# %%
+if ch10.candidate_recall.passed:
+    queries, relevant_sets = question_sets["two objects"]
+    vectors, _ = query_vectors(queries)  # [108, 2, 64]: every question has two phrases
+    patch_index.hnsw.efSearch = 1024
+    _, hits = patch_index.search(runtime.to_numpy(vectors.flatten(0, 1)), 1024)
+    neighbour_pages = torch.from_numpy(patch_page[hits]).view(len(queries), 2, -1)
+    relevant = torch.zeros(len(queries), len(pages), dtype=torch.bool)
+    for row, page_set in enumerate(relevant_sets):
+        relevant[row, sorted(page_set)] = True
+    counts = [16, 64, 256, 1024]
+    recall = candidate_recall(neighbour_pages, relevant, counts)
+    for k, value in zip(counts, recall.tolist()):
+        print(
+            f"{k:5d} nearest patches per phrase: relevant page among them {value:5.1f}%"
+        )
+else:
+    print("Solve exercise 10.5 first; this cell then runs it on the lesson's index.")
 
 
 #

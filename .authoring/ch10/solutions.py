@@ -91,5 +91,26 @@ def targeted_fgsm_step(model, images, targets, epsilon):
 # %% tags=nbval-check-output
 ch10.targeted_fgsm_step.check(targeted_fgsm_step)
 #
+# %% [markdown]
+# ## Exercise 10.5 - Recall of the first stage (an ablation)
+#
+# %% tags=hide-input
+# Solution 10.5
+import torch
+
+
+def candidate_recall(neighbour_pages, relevant, counts):
+    """[Q, n, K] neighbour pages, bool [Q, P], counts -> % of queries found, one per count."""
+    found = []
+    for k in counts:
+        candidates = neighbour_pages[:, :, :k].flatten(1)  # [Q, n * k]: every vector's first k
+        found.append(100 * relevant.gather(1, candidates).any(1).float().mean())
+    return torch.stack(found)
+
+
+#
+# %% tags=nbval-check-output
+ch10.candidate_recall.check(candidate_recall)
+#
 # %%
 ch10.progress()

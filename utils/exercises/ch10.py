@@ -421,6 +421,90 @@ targeted_fgsm_step = Exercise(
 )
 
 
+# ---------------------------------------------------------------- 10.5 first-stage recall (ablation)
+
+
+def _candidate_reference(neighbour_pages, relevant, counts, mode="right"):
+    queries, vectors, _ = neighbour_pages.shape
+    values = []
+    for k in counts:
+        found = 0
+        for q in range(queries):
+            used = [0] if mode == "first_vector" else range(vectors)
+            if mode == "kth_only":
+                per_vector = [{int(neighbour_pages[q, i, k - 1])} for i in used]
+            else:
+                per_vector = [{int(p) for p in neighbour_pages[q, i, :k]} for i in used]
+            hits = [any(bool(relevant[q, p]) for p in pages) for pages in per_vector]
+            found += all(hits) if mode == "every_vector" else any(hits)
+        values.append(found / queries if mode == "fraction" else 100 * found / queries)
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def _candidate_cases() -> list[Case]:
+    generator = torch.Generator().manual_seed(105)
+    cases = []
+    for queries, vectors, k_max, pages, counts, label in (
+        (6, 2, 8, 10, [1, 2, 4, 8], "6 queries of 2 vectors, 8 neighbours each, 10 pages"),
+        (8, 1, 5, 6, [1, 3, 5], "one vector per query"),
+        (5, 3, 6, 12, [2, 6], "three vectors per query, two candidate counts"),
+    ):
+        neighbour_pages = torch.randint(pages, (queries, vectors, k_max), generator=generator)
+        relevant = torch.rand(queries, pages, generator=generator) < 0.15
+        cases.append(Case(inputs=(neighbour_pages, relevant, counts),
+                          expected=_candidate_reference(neighbour_pages, relevant, counts), label=label))
+    # hand-made: query 0 finds its page only through its second vector, at rank 2;
+    # query 1 only through its first vector, at rank 3; query 2 never
+    neighbour_pages = torch.tensor([[[0, 0, 0], [0, 4, 0]],
+                                    [[1, 1, 5], [1, 1, 1]],
+                                    [[2, 2, 2], [3, 3, 3]]])
+    relevant = torch.zeros(3, 6, dtype=torch.bool)
+    relevant[0, 4] = relevant[1, 5] = relevant[2, 5] = True
+    counts = [1, 2, 3]
+    cases.append(Case(inputs=(neighbour_pages, relevant, counts),
+                      expected=_candidate_reference(neighbour_pages, relevant, counts),
+                      label="hand-made: 0%, 33.3%, 66.7% as the candidates grow"))
+    return cases
+
+
+def _candidate_as(mode):
+    return lambda neighbour_pages, relevant, counts: _candidate_reference(neighbour_pages, relevant,
+                                                                          counts, mode)
+
+
+candidate_recall = Exercise(
+    key="10.5",
+    title="Recall of the first stage, against the number of candidates (an ablation)",
+    cases=_candidate_cases,
+    hints=[
+        "For one count k, a query's candidate pages are the pages of the first k neighbours of *each* "
+        "of its vectors, pooled together. The query counts as found when any candidate page is "
+        "relevant.",
+        "Slicing neighbour_pages[:, :, :k] and flattening the last two dimensions gives every "
+        "query's candidates in one row; relevant can then be looked up at those pages.",
+        "Check yourself: the values never fall as k grows, and a query whose relevant page appears "
+        "only as some vector's k-th neighbour is found from that k on.",
+    ],
+    mistakes=[
+        Mistake("used only the first query vector",
+                "Every query vector brings its own neighbours: pool the candidates of all of a "
+                "query's vectors (a two-object question needs both phrases' neighbours).",
+                _candidate_as("first_vector")),
+        Mistake("looked only at the k-th neighbour",
+                "The candidates for count k are the first k neighbours, not the k-th alone.",
+                _candidate_as("kth_only")),
+        Mistake("required every query vector to find a relevant page",
+                "One relevant candidate is enough for the second stage to rank it: pool the vectors' "
+                "candidates, and ask whether any of them is relevant.", _candidate_as("every_vector")),
+        Mistake("returned fractions",
+                "Return percentages (100 times the fraction), as the lesson's tables do.",
+                _candidate_as("fraction")),
+    ],
+    atol=1e-6,
+    rtol=1e-6,
+)
+
+
 def progress():
     """This session's results for the chapter's exercises, as a table."""
     return chapter_progress(10)
