@@ -1445,9 +1445,9 @@ DEMONSTRATIONS, CLONING_STEPS, CLONING_BATCH = 2000, 1000, 128
 EPISODES_PER_TEST = 200
 TRAIN_SEEDS, LAYOUT_SEEDS, INSTRUCTION_SEEDS = 0, 100_000, 200_000  # disjoint
 
-# One symbol table for what the agent sees and what it reads: the grid's objects, colours
-# and door states, then the instruction's other words. "red" in the instruction and a red
-# cell share one embedding.
+# One symbol table for what the agent sees and what it reads: the grid's objects,
+# colours and door states, then the instruction's other words. "red" in the
+# instruction and a red cell share one embedding.
 COLOUR_AT = len(OBJECT_TO_IDX)  # object kinds first, then colours, states, words
 STATE_AT = COLOUR_AT + len(COLOR_TO_IDX)
 WORD_AT = STATE_AT + len(STATE_TO_IDX)

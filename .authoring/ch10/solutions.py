@@ -80,7 +80,8 @@ import torch.nn.functional as F
 
 
 def targeted_fgsm_step(model, images, targets, epsilon):
-    """images [N, C, H, W] in [0, 1] -> moved by epsilon down the target's loss gradient sign."""
+    """[N, C, H, W] in [0, 1] -> one step of epsilon down the sign of the target's
+    loss gradient."""
     images = images.clone().requires_grad_(True)
     loss = F.cross_entropy(model(images), targets)
     (gradient,) = torch.autograd.grad(loss, images)
@@ -100,10 +101,10 @@ import torch
 
 
 def candidate_recall(neighbour_pages, relevant, counts):
-    """[Q, n, K] neighbour pages, bool [Q, P], counts -> % of queries found, one per count."""
+    """[Q, n, K] neighbour pages, bool [Q, P], counts -> % of queries found."""
     found = []
     for k in counts:
-        candidates = neighbour_pages[:, :, :k].flatten(1)  # [Q, n * k]: every vector's first k
+        candidates = neighbour_pages[:, :, :k].flatten(1)  # [Q, n * k]: all first k
         found.append(100 * relevant.gather(1, candidates).any(1).float().mean())
     return torch.stack(found)
 
